@@ -132,8 +132,9 @@ def embed_texts(model_name: str, texts: list[str]) -> np.ndarray:
 def mean_pairwise_cosine_distance(vectors: np.ndarray) -> float:
     """Mean of 1 - cos(e_i, e_j) over all pairs i < j (the paper's Table 2 diversity).
 
-    0 for fewer than two vectors (no pair to compare). Costs one (n, n) matrix
-    product: about 5 ms for 512 vectors of 384 dimensions.
+    0 for fewer than two vectors (no pair to compare). Computed in O(n * D)
+    from the sum of the unit vectors u_i, since sum over i != j of u_i . u_j
+    = ||sum_i u_i||^2 - n: no (n, n) similarity matrix is built.
     """
     matrix = np.asarray(vectors, dtype=np.float64)
     if matrix.ndim != 2:
@@ -144,10 +145,9 @@ def mean_pairwise_cosine_distance(vectors: np.ndarray) -> float:
     norms = np.linalg.norm(matrix, axis=1)
     if not np.isfinite(matrix).all() or (norms == 0).any():
         raise ValueError("vectors: every vector must be finite and non-zero to have a cosine")
-    unit = matrix / norms[:, None]
-    similarity = unit @ unit.T
-    mean_similarity = (similarity.sum() - np.trace(similarity)) / (count * (count - 1))
-    return float(1.0 - mean_similarity)
+    total = (matrix / norms[:, None]).sum(axis=0)
+    mean_similarity = (float(total @ total) - count) / (count * (count - 1))
+    return 1.0 - mean_similarity
 
 
 def instance_text(instance: Instance) -> str:

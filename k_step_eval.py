@@ -53,6 +53,7 @@ import logging
 import math
 import os
 import re
+import signal
 import statistics
 import sys
 import time
@@ -60,12 +61,14 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
 import openai
 from tqdm import tqdm
 
 import gsm8k_data
+import local_model
 import prompts
 from answer_check import is_correct
 from grouping import StepKind
@@ -74,10 +77,6 @@ logger = logging.getLogger("k_step_eval")
 
 SPLIT: str = "test"
 """Held-out questions only: the env trains on the train split."""
-
-DEFAULT_MODEL: str = "qwen2.5-coder-1.5b-instruct"
-"""Model name sent when none is given; the built-in llama.cpp server serves
-its one model under any name."""
 
 DEFAULT_API_KEY: str = "EMPTY"
 """Sent when the ``-k`` variable is unset: local servers ignore the key."""
@@ -105,10 +104,11 @@ RUN_FILE = "run.json"
 class EvalConfig:
     """Everything one evaluation run needs; validated on construction."""
 
-    model: str = DEFAULT_MODEL
+    model: str = local_model.MODEL_NAME
     base_url: str | None = None
     """None starts the built-in local model (``local_model``)."""
     api_key_var: str = "OPENAI_API_KEY"
+    """Env var holding the key; when unset, ``DEFAULT_API_KEY`` is sent."""
     num_questions: int = 50
     """Seeded subset of the test split, same rule as ``gsm8k_data.build_split``; -1 = all 1,319."""
     samples: int = 1
@@ -129,6 +129,7 @@ class EvalConfig:
     request_seeds: bool = True
     """Send a seed derived from (seed, question, sample, step): llama.cpp repeats samples otherwise."""
     max_attempts: int = 4
+    """Tries per request on connection errors, timeouts, 5xx and 429; other errors are not retried."""
     retry_backoff_s: float = 1.0
     """Wait before retry i (1-based) is retry_backoff_s * 2**(i-1)."""
     timeout_s: float = 600.0
@@ -136,6 +137,7 @@ class EvalConfig:
     output_dir: Path | None = None
     """None: ``outputs/kstep/<model>-n<n>-r<r>-K<K>-seed<seed>``."""
     progress: bool = True
+    """Draw the tqdm bar on stderr."""
 
     def __post_init__(self) -> None:
         if self.num_questions != -1 and self.num_questions < 1:
@@ -149,11 +151,13 @@ class EvalConfig:
             raise ValueError(f"divergence_prob: must be in [0, 1], got {self.divergence_prob}")
         if self.temperature < 0:
             raise ValueError(f"temperature: must be >= 0, got {self.temperature}")
-        if self.retry_backoff_s < 0 or self.timeout_s <= 0:
-            raise ValueError(f"retry_backoff_s/timeout_s: must be >= 0 / > 0, got {self.retry_backoff_s}/{self.timeout_s}")
-        if not isinstance(self.sampling_args, dict):
-            raise ValueError(f"sampling_args: must be a JSON object, got {self.sampling_args!r}")
-        reserved = RESERVED_SAMPLING_KEYS & set(self.sampling_args)
+        if self.retry_backoff_s < 0:
+            raise ValueError(f"retry_backoff_s: must be >= 0, got {self.retry_backoff_s}")
+        if self.timeout_s <= 0:
+            raise ValueError(f"timeout_s: must be > 0, got {self.timeout_s}")
+        if not isinstance(self.sampling_args, dict) or not isinstance(self.sampling_args.get("extra_body", {}), dict):
+            raise ValueError(f"sampling_args: must be a JSON object (extra_body too), got {self.sampling_args!r}")
+        reserved = RESERVED_SAMPLING_KEYS & set(self.body_args)
         if reserved:
             raise ValueError(f"sampling_args: may not set {sorted(reserved)}")
 
@@ -573,7 +577,7 @@ def parse_args(argv: Sequence[str] | None = None) -> EvalConfig:
     defaults = EvalConfig.__dataclass_fields__
     parser = argparse.ArgumentParser(prog="self-improve-kstep", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("-m", "--model", default=DEFAULT_MODEL, help="model name sent to the endpoint")
+    parser.add_argument("-m", "--model", default=local_model.MODEL_NAME, help="model name sent to the endpoint")
     parser.add_argument("-b", "--api-base-url", default=None,
                         help="OpenAI-compatible base URL; unset starts the built-in local model")
     parser.add_argument("-k", "--api-key-var", default="OPENAI_API_KEY", help="env var holding the API key")
@@ -612,6 +616,11 @@ def parse_args(argv: Sequence[str] | None = None) -> EvalConfig:
                       progress=not args.no_progress)
 
 
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """Turn ``kill PID`` into an exception so outputs are written and the built-in server is stopped."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point ``self-improve-kstep``: prints the Markdown table and the output paths."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -622,16 +631,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"self-improve-kstep: error: {error}", file=sys.stderr)
         return 2
     output_dir = config.resolved_output_dir
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         if config.base_url is not None:
             summary = evaluate(config, config.base_url)
         else:
-            import local_model
-
             output_dir.mkdir(parents=True, exist_ok=True)
-            with local_model.LocalServer(local_model.ensure_model(), log_path=output_dir / "server.log") as server:
-                logger.info("built-in model served at %s, log %s", server.base_url, server.log_path)
+            server = local_model.LocalServer(local_model.ensure_model(), log_path=output_dir / "server.log")
+            logger.info("starting the built-in model server; its log: %s", server.log_path)
+            with server:
                 summary = evaluate(config, server.base_url)
+    except local_model.LocalModelError as error:
+        print(f"self-improve-kstep: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"interrupted; rerun the same command to resume from {output_dir / REQUESTS_FILE}", file=sys.stderr)
         return 130

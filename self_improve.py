@@ -248,7 +248,7 @@ def load_environment(
     select_prob: float | None = None,
     divergence_prob: float | None = None,
     diversity_bonus: bool | None = None,
-    diversity_mode: DiversityMode = "advantage",
+    diversity_mode: DiversityMode = "reward",
     diversity_min_range: float = 0.1,
     embedding_model: str = DEFAULT_EMBEDDING_MODEL,
     buffer_size: int = 512,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import statistics
 import sys
 import threading
@@ -118,8 +119,10 @@ async def contended(base_url: str, model: str, question: str, texts: list[str],
     running = threading.Event()
     running.set()
     worker = asyncio.create_task(asyncio.to_thread(embed_while, args.embedding_model, texts, running))
-    _, generation_s = await generate_group(base_url, model, question, args, first_seed=10_000)
-    running.clear()
+    try:
+        _, generation_s = await generate_group(base_url, model, question, args, first_seed=10_000)
+    finally:
+        running.clear()  # also on Ctrl-C, or the embedding thread would keep the process alive
     return await worker, generation_s
 
 
@@ -133,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     check_args(args)
     row = gsm8k_data.load_raw("test")[args.question]
     print(f"G={args.group_size}, question {args.question} of the GSM8K test split, embedding model "
-          f"{args.embedding_model}")
+          f"{args.embedding_model}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     if args.embed_only:
         texts = [r["answer"].split("####")[0].strip() for r in gsm8k_data.load_raw("test").select(range(args.group_size))]
         cold = time_embedding(args.embedding_model, texts)
@@ -161,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             busy_median = statistics.median(busy)
             print(f"embedding non-stop while a second group generates ({busy_generation_s:.1f} s, {len(busy)} batches): "
                   f"median {busy_median * 1000:.0f} ms per group; ratio {busy_median / busy_generation_s:.2%}")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     return 0
 
 

@@ -36,6 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 import openai  # noqa: E402
+from openai.resources.chat.completions import AsyncCompletions  # noqa: E402
+from openai.types.chat import ChatCompletion  # noqa: E402
 
 import k_step_eval as ke  # noqa: E402
 import prompts  # noqa: E402
@@ -97,6 +99,31 @@ def scaffold_run(url: str, config: ke.EvalConfig, questions: list[ke.Question]) 
     return wall, cpu, outputs_s
 
 
+STUB_REPLY = {"id": "stub", "object": "chat.completion", "created": 0, "model": "scripted",
+              "choices": [{"index": 0, "finish_reason": "stop",
+                           "message": {"role": "assistant", "content": "Working it out. The answer is \\boxed{7}."}}],
+              "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+
+def intrinsic_costs(run_scaffold: Callable[[], float], run_plain: Callable[[], float], repeats: int) -> tuple[float, float]:
+    """Median CPU seconds of each side with the HTTP transport stubbed out (create()
+    returns a fixed reply at once): what each side itself costs, immune to other load."""
+    original = AsyncCompletions.create
+    reply = ChatCompletion.model_validate(STUB_REPLY)
+
+    async def stub(self: AsyncCompletions, **kwargs: Any) -> ChatCompletion:
+        await asyncio.sleep(0)
+        return reply
+
+    AsyncCompletions.create = stub
+    try:
+        scaffold = statistics.median(run_scaffold() for _ in range(repeats))
+        plain = statistics.median(run_plain() for _ in range(repeats))
+    finally:
+        AsyncCompletions.create = original
+    return scaffold, plain
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", "--questions", type=int, default=100)
@@ -149,6 +176,13 @@ def main() -> None:
         print(f"\nthroughput ratio scaffold/plain (target >= 0.95): median of paired reps "
               f"{statistics.median(ratios):.3f}, best run vs best run {max(scaffold_rates) / max(plain_rates):.3f}, "
               f"median vs median {statistics.median(scaffold_rates) / statistics.median(plain_rates):.3f}")
+        stub_configs = iter(config_for(f"stub{i}") for i in range(args.repeats))
+        scaffold_cpu, plain_cpu = intrinsic_costs(
+            lambda: scaffold_run(url, next(stub_configs), questions)[1],
+            lambda: timed(lambda: asyncio.run(plain_calls(url, calls, args.concurrency, 600.0)))[1], args.repeats)
+        print(f"own CPU per request with the transport stubbed: scaffold {1e6 * scaffold_cpu / total:.0f} us, "
+              f"plain {1e6 * plain_cpu / len(calls):.0f} us; scaffold extra "
+              f"{1e6 * (scaffold_cpu / total - plain_cpu / len(calls)):.0f} us per request")
     finally:
         server.stdin.close()
         server.wait(timeout=10)

@@ -6,5 +6,6 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # torch is pinned with the other packages in one command, so pip takes the CPU build.
-.venv/bin/python -m pip install -q torch==2.13.0 -e '.[test,local,diversity]'
+CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
+    .venv/bin/python -m pip install -q torch==2.13.0 -e '.[test,local,diversity]'
 exec .venv/bin/python -m pytest "$@"

@@ -230,6 +230,14 @@ def test_mean_pairwise_cosine_distance_matches_a_hand_computation() -> None:
     assert mean_pairwise_cosine_distance(vectors) == pytest.approx(4 / 3)
 
 
+@settings(max_examples=100, deadline=None)
+@given(arrays(np.float64, st.tuples(st.integers(2, 8), st.integers(1, 4)), elements=st.floats(0.1, 10.0)))
+def test_pairwise_distance_equals_the_mean_over_every_pair(vectors: np.ndarray) -> None:
+    unit = vectors / np.linalg.norm(vectors, axis=1)[:, None]
+    pairs = [1 - unit[i] @ unit[j] for i in range(len(unit)) for j in range(i + 1, len(unit))]
+    assert mean_pairwise_cosine_distance(vectors) == pytest.approx(np.mean(pairs), abs=1e-9)
+
+
 def test_pairwise_distance_of_fewer_than_two_vectors_is_zero() -> None:
     assert mean_pairwise_cosine_distance(np.array([[1.0, 2.0]])) == 0.0
 
@@ -267,7 +275,7 @@ def test_retain_drops_vectors_of_texts_that_left_the_buffer() -> None:
 
 def test_advantage_mode_writes_bonus_times_advantage_into_the_output_and_trajectory(
         scripted_server: ScriptedServer) -> None:
-    env = small_env(strategy="exit")
+    env = small_env(strategy="exit", diversity_mode="advantage")
     outputs = run_one_group(env, scripted_server, 0)
     rewards = np.array([o["reward"] for o in outputs])
     expected = [o["metrics"]["diversity"] * a for o, a in zip(outputs, rewards - rewards.mean(), strict=True)]
@@ -335,7 +343,7 @@ def exit_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[dict]]:
     server = ScriptedServer(policy=cycle_policy(("correct", "wrong", "unboxed", "correct"))).start()
     out = tmp_path_factory.mktemp("exit_run")
     rows = run_vf_eval(server.url, out, "-n", "6", "-r", str(G), "-t", "64", "-C", "advantage",
-                       env_args={"strategy": "exit", "min_buffer_size": 1})
+                       env_args={"strategy": "exit", "diversity_mode": "advantage", "min_buffer_size": 1})
     yield rows
     server.stop()
 

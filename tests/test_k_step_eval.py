@@ -246,6 +246,15 @@ def test_rerun_continues_errored_chains_without_repeating_finished_requests(tmp_
     assert second["per_step"][2]["accuracy"] == pytest.approx(2 / 3)
 
 
+def test_rerun_with_a_larger_k_extends_finished_chains(tmp_path, server, questions):
+    server.policy = table_policy(questions, HAND_TABLE)
+    ke.evaluate(make_config(tmp_path, steps=1), server.url, questions)
+    server.requests.clear()
+    summary = ke.evaluate(make_config(tmp_path), server.url, questions)
+    assert sorted(served_positions(server, questions)) == [(i, s, 2) for i in range(3) for s in range(2)]
+    assert summary["per_step"][2]["cumulative_net"] == 1
+
+
 def test_killed_run_resumes_without_repeating_a_finished_request(tmp_path, questions):
     slow = ScriptedServer(policy=table_policy(questions, HAND_TABLE), delay_s=0.2).start()
     try:
@@ -306,7 +315,8 @@ def test_question_subset_is_the_environment_split_rule(questions):
 @pytest.mark.parametrize("overrides, name", [
     ({"steps": -1}, "steps"), ({"samples": 0}, "samples"), ({"concurrency": 0}, "concurrency"),
     ({"num_questions": 0}, "num_questions"), ({"divergence_prob": 1.5}, "divergence_prob"),
-    ({"sampling_args": {"n": 2}}, "sampling_args"), ({"max_attempts": 0}, "max_attempts"),
+    ({"sampling_args": {"n": 2}}, "sampling_args"), ({"sampling_args": {"extra_body": {"seed": 1}}}, "sampling_args"),
+    ({"max_attempts": 0}, "max_attempts"), ({"timeout_s": 0}, "timeout_s"),
 ])
 def test_bad_settings_raise_value_error_naming_them(overrides, name):
     with pytest.raises(ValueError, match=name):

@@ -83,6 +83,11 @@ def test_explicit_arguments_override_the_preset() -> None:
     assert config.divergence_prob == 0.3 and config.select_prob == 0.5
 
 
+def test_full_exit_shapes_rewards_by_default_so_prime_rl_receives_the_bonus() -> None:
+    config = load_environment(strategy="exit", num_eval_examples=1, num_train_examples=1).config
+    assert config.diversity_bonus and config.diversity_mode == "reward"
+
+
 def test_papers_sizes_remain_reachable() -> None:
     config = load_environment(buffer_size=512, min_buffer_size=128, num_eval_examples=1, num_train_examples=1).config
     assert (config.buffer_size, config.min_buffer_size) == (512, 128)
