@@ -18,6 +18,7 @@ Usage::
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from fractions import Fraction
@@ -64,8 +65,13 @@ def extract_boxed(text: str) -> str | None:
     return None if best is None else text[best[0] + 1 : best[1]]
 
 
+@functools.lru_cache(maxsize=8192)
 def parse_gold(answer: str) -> Fraction:
     """Parse a GSM8K gold answer (the text after ``####``, or a bare number).
+
+    Cached: every rollout and every K-step request re-checks against one of a
+    few thousand gold strings, and parsing one costs more than the rest of
+    the check.
 
     Raises ``ValueError`` naming the value when it is not a number: gold
     answers come from the dataset, so a bad one is a data error, not a

@@ -138,7 +138,8 @@ def test_empty_response_is_recorded_as_an_error_and_leaves_the_buffer_untouched(
     before = json.dumps(env.buffer.state_dict())
     scripted_server.policy = lambda request: "empty" if request.index_for_question == 0 else "correct"
     (outputs,) = asyncio.run(run_groups(env, scripted_server, [1]))
-    assert [o["error"] is not None for o in outputs] == [True, False, False, False]
+    # the first request to reach the server is empty; which rollout sent it depends on scheduling
+    assert sorted(o["error"] is not None for o in outputs) == [False, False, False, True]
     assert json.dumps(env.buffer.state_dict()) == before
 
 
