@@ -61,7 +61,6 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, TextIO
 
 import openai
@@ -616,11 +615,6 @@ def parse_args(argv: Sequence[str] | None = None) -> EvalConfig:
                       progress=not args.no_progress)
 
 
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """Turn ``kill PID`` into an exception so outputs are written and the built-in server is stopped."""
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point ``self-improve-kstep``: prints the Markdown table and the output paths."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -631,7 +625,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"self-improve-kstep: error: {error}", file=sys.stderr)
         return 2
     output_dir = config.resolved_output_dir
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, local_model.raise_on_sigterm)
     try:
         if config.base_url is not None:
             summary = evaluate(config, config.base_url)

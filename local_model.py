@@ -504,7 +504,9 @@ def _log(message: str) -> None:
     print(f"[self-improve-local] {message}", file=sys.stderr, flush=True)
 
 
-def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
+def raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM handler: turn ``kill PID`` into ``SystemExit`` so ``with`` blocks
+    unwind, the server this process started is stopped and outputs are written."""
     raise SystemExit(128 + signum)
 
 
@@ -524,7 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.output_dir = Path("outputs") / "self-improve-local" / datetime.now().strftime("%Y%m%d-%H%M%S")
     args.output_dir = args.output_dir.resolve()
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    signal.signal(signal.SIGTERM, raise_on_sigterm)
     started = time.monotonic()
     try:
         if local:
