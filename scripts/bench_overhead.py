@@ -5,7 +5,7 @@ Four measurements, printed as Markdown tables:
 1. End to end: the real ``vf-eval`` on the same questions with (a) a plain
    GSM8K ``SingleTurnEnv`` (``scripts/bench_envs/plain_gsm8k.py``) and (b)
    ``self-improve`` with ExIt on (default strategy ``diverge``), same -n/-r/-c,
-   against the scripted OpenAI server (``tests/scripted_server.py``) running
+   against the scripted OpenAI server (``scripted_server.py``) running
    in a separate process and answering instantly. Repetitions are
    interleaved a, b, a, b, ...; medians and the ratio b/a. A tiny run
    (-n 1 -r 1) of each measures start-up, so the ratio of the remaining
@@ -45,7 +45,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_ENVS = REPO / "scripts" / "bench_envs"
-sys.path[:0] = [str(REPO / "tests"), str(BENCH_ENVS)]
+sys.path[:0] = [str(REPO), str(BENCH_ENVS)]
 
 G: int = 8
 """Rollouts per group in sections 2-4 (the paper's group size)."""
