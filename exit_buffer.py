@@ -29,16 +29,11 @@ Usage::
 
 from __future__ import annotations
 
-import fcntl
-import json
 import math
-import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -123,6 +118,9 @@ class ExitBuffer:
             False for the plain learnability curriculum, which stores the
             question of each base group and replays it.
     """
+
+    remote: bool = False
+    """In process: the ``buffer_store.BufferStore`` contract's calls are plain memory operations."""
 
     def __init__(
         self,
@@ -216,24 +214,19 @@ class ExitBuffer:
         iterate_correct: tuple[bool, ...],
         score: float,
         parent_id: int | None,
-    ) -> Instance | None:
+    ) -> None:
         key = (task.task_id, normalize_response(iterates[-1]) if iterates else "")
         if key in self._slot_of_key:
-            return None
+            return
         if len(self) < self.capacity:
             slot = len(self)
-            self._slots.append(None)  # type: ignore[arg-type]  # filled by _set_slot below
+            self._slots.append(None)  # type: ignore[arg-type]  # filled by _place below
         else:
             slot = self._lowest_slot()
             if score < self._scores[slot]:
-                return None
-            evicted = self._slots[slot]
-            del self._slot_of_id[evicted.instance_id]
-            del self._slot_of_key[self._key(evicted)]
-            self._task_counts[evicted.task.task_id] -= 1
-            if not self._task_counts[evicted.task.task_id]:
-                del self._task_counts[evicted.task.task_id]
-        instance = Instance(
+                return
+            self._forget(self._slots[slot])
+        self._place(slot, Instance(
             instance_id=self._next_id,
             task=task,
             iterates=iterates,
@@ -242,13 +235,8 @@ class ExitBuffer:
             parent_id=parent_id,
             created_step=self.step,
             scored_step=self.step,
-        )
+        ))
         self._next_id += 1
-        self._set_slot(slot, instance)
-        self._slot_of_id[instance.instance_id] = slot
-        self._slot_of_key[key] = slot
-        self._task_counts[task.task_id] += 1
-        return instance
 
     def _lowest_slot(self) -> int:
         """The slot of the lowest score; among ties the oldest (ids only increase)."""
@@ -257,10 +245,26 @@ class ExitBuffer:
         return int(tied[np.argmin(self._ids[tied])])
 
     def _set_slot(self, slot: int, instance: Instance) -> None:
+        """Replace the instance in ``slot`` by a new version of itself (same id and key)."""
         self._slots[slot] = instance
         self._scores[slot] = instance.score
         self._ids[slot] = instance.instance_id
         self._depths[slot] = instance.depth
+
+    def _place(self, slot: int, instance: Instance) -> None:
+        """Put a new instance into ``slot`` and index it by id, key and task."""
+        self._set_slot(slot, instance)
+        self._slot_of_id[instance.instance_id] = slot
+        self._slot_of_key[self._key(instance)] = slot
+        self._task_counts[instance.task.task_id] += 1
+
+    def _forget(self, instance: Instance) -> None:
+        """Drop an evicted instance from the indexes (its slot is about to be reused)."""
+        del self._slot_of_id[instance.instance_id]
+        del self._slot_of_key[self._key(instance)]
+        self._task_counts[instance.task.task_id] -= 1
+        if not self._task_counts[instance.task.task_id]:
+            del self._task_counts[instance.task.task_id]
 
     @staticmethod
     def _key(instance: Instance) -> tuple[str, str]:
@@ -296,108 +300,98 @@ class ExitBuffer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a ``state_dict``. The configuration it was saved with must match."""
-        required = ("version", "capacity", "kappa", "store_responses", "step", "next_id", "rng", "instances")
-        for key in required:
-            if key not in state:
-                raise ValueError(f"{key}: missing from buffer state")
-        if state["version"] != STATE_VERSION:
-            raise ValueError(f"version: expected {STATE_VERSION}, got {state['version']!r}")
-        for key, expected in (("capacity", self.capacity), ("kappa", self.kappa),
-                              ("store_responses", self.store_responses)):
-            if state[key] != expected:
-                raise ValueError(f"{key}: saved buffer has {state[key]!r}, this buffer is configured with {expected!r}")
-        if len(state["instances"]) > self.capacity:
-            raise ValueError(f"instances: {len(state['instances'])} saved, above capacity {self.capacity}")
-        slots = [_instance_from_dict(raw) for raw in state["instances"]]
-        self.step = int(state["step"])
-        self._next_id = int(state["next_id"])
-        self._rng.bit_generator.state = state["rng"]
+        """Restore a ``state_dict``; ``ValueError`` naming the key when it does not fit this buffer."""
+        restored = check_state(state, self.capacity, self.kappa, self.store_responses)
+        rng = np.random.default_rng()
+        try:
+            rng.bit_generator.state = state["rng"]
+        except (TypeError, ValueError, KeyError) as error:
+            raise ValueError(f"rng: not a numpy PCG64 generator state ({error})") from error
+        self.step, self._next_id = restored.step, restored.next_id
+        self._rng = rng
         self._reset_index()
-        for slot, instance in enumerate(slots):
-            if instance.instance_id in self._slot_of_id:
-                raise ValueError(f"instances: duplicate instance_id {instance.instance_id}")
+        for slot, instance in enumerate(restored.instances):
             self._slots.append(instance)
-            self._set_slot(slot, instance)
-            self._slot_of_id[instance.instance_id] = slot
-            self._slot_of_key[self._key(instance)] = slot
-            self._task_counts[instance.task.task_id] += 1
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the state atomically: a temporary file in the same folder, then
-        a rename, so a crash leaves either the old file or the new one."""
-        write_state(self.state_dict(), path)
+            self._place(slot, instance)
 
 
-_CLAIMED_FILES: dict[str, int] = {}
-"""Lock file descriptors of the buffer files this process writes, by real path."""
+@dataclass(frozen=True)
+class CheckedState:
+    """The parts of a ``state_dict`` that every store restores, validated."""
+
+    step: int
+    next_id: int
+    instances: tuple[Instance, ...]
 
 
-def claim_buffer_file(path: str | os.PathLike[str]) -> None:
-    """Hold an exclusive lock on ``<path>.lock`` for the life of this process.
+STATE_KEYS: tuple[str, ...] = ("version", "capacity", "kappa", "store_responses", "step", "next_id", "rng",
+                               "instances")
+MAX_SCORE: float = 0.25
+"""The largest learnability: the population variance of returns in [0, 1]."""
 
-    Each env worker process holds its own buffer; two workers writing one
-    ``buffer_path`` would silently overwrite each other's curriculum. The
-    second writer gets a ``ValueError`` instead. The OS releases the lock when
-    the process dies (even by SIGKILL), so a restart can claim it again.
+
+def check_state(state: Any, capacity: int, kappa: float, store_responses: bool) -> CheckedState:
+    """Validate a saved buffer state against the configuration it is loaded into.
+
+    Raises ``ValueError`` naming the first key that is missing, malformed or
+    saved with another configuration (``capacity`` is ``buffer_size``,
+    ``store_responses`` follows ``strategy``), or an instance that breaks an
+    invariant: finite scores in [0, 0.25], unique ids below ``next_id``, unique
+    (task, response) keys, at most ``capacity`` instances.
     """
-    key = os.path.realpath(path)
-    if key in _CLAIMED_FILES:
-        return
-    lock_path = Path(f"{key}.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(descriptor)
-        raise ValueError(
-            f"buffer_path: {path} is being written by another process; ExIt keeps one buffer per "
-            "env worker, so run one worker (prime-rl: num_workers = 1) or give each its own buffer_path"
-        ) from None
-    _CLAIMED_FILES[key] = descriptor
-
-
-def write_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """Atomically write a buffer ``state_dict`` as JSON (write, fsync, rename)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a saved buffer state; a corrupt file raises ``ValueError`` naming it."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            state = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"buffer_path: {path} is not a valid buffer file ({error})") from error
     if not isinstance(state, dict):
-        raise ValueError(f"buffer_path: {path} does not hold a buffer state object")
-    return state
+        raise ValueError(f"state: must be a JSON object, got {type(state).__name__}")
+    for key in STATE_KEYS:
+        if key not in state:
+            raise ValueError(f"{key}: missing from buffer state")
+    if state["version"] != STATE_VERSION:
+        raise ValueError(f"version: expected {STATE_VERSION}, got {state['version']!r}")
+    for key, expected, argument in (("capacity", capacity, "buffer_size"), ("kappa", kappa, "kappa"),
+                                    ("store_responses", store_responses, "strategy")):
+        if state[key] != expected:
+            raise ValueError(f"{key}: saved buffer has {state[key]!r}, this buffer is configured with "
+                             f"{expected!r}; set {argument} as it was saved, or start a new buffer")
+    for key in ("step", "next_id"):
+        if isinstance(state[key], bool) or not isinstance(state[key], int) or state[key] < 0:
+            raise ValueError(f"{key}: must be an integer >= 0, got {state[key]!r}")
+    if not isinstance(state["instances"], list):
+        raise ValueError(f"instances: must be a list, got {type(state['instances']).__name__}")
+    if len(state["instances"]) > capacity:
+        raise ValueError(f"instances: {len(state['instances'])} saved, above capacity {capacity}")
+    instances = tuple(_instance_from_dict(raw) for raw in state["instances"])
+    ids: set[int] = set()
+    keys: set[tuple[str, str]] = set()
+    for instance in instances:
+        if not (math.isfinite(instance.score) and 0.0 <= instance.score <= MAX_SCORE + 1e-12):
+            raise ValueError(f"instances: instance {instance.instance_id} has score {instance.score!r}, "
+                             f"not a number in [0, {MAX_SCORE}]")
+        if instance.instance_id in ids or not 0 <= instance.instance_id < state["next_id"]:
+            raise ValueError(f"instances: instance_id {instance.instance_id} is duplicated or not below next_id")
+        key = ExitBuffer._key(instance)
+        if key in keys:
+            raise ValueError(f"instances: instance {instance.instance_id} repeats the response of another")
+        ids.add(instance.instance_id)
+        keys.add(key)
+    return CheckedState(step=state["step"], next_id=state["next_id"], instances=instances)
 
 
-def _instance_from_dict(raw: dict[str, Any]) -> Instance:
+def _instance_from_dict(raw: Any) -> Instance:
     try:
-        return Instance(
-            instance_id=int(raw["instance_id"]),
-            task=Task(**raw["task"]),
-            iterates=tuple(raw["iterates"]),
-            iterate_correct=tuple(bool(c) for c in raw["iterate_correct"]),
-            score=float(raw["score"]),
-            parent_id=None if raw["parent_id"] is None else int(raw["parent_id"]),
-            created_step=int(raw["created_step"]),
-            scored_step=int(raw["scored_step"]),
-            times_sampled=int(raw["times_sampled"]),
-        )
+        task = Task(**raw["task"])
+        iterates = tuple(raw["iterates"])
+        iterate_correct = tuple(raw["iterate_correct"])
+        if not all(isinstance(text, str) for text in (task.task_id, task.question, task.answer, *iterates)):
+            raise TypeError("task fields and iterates must be strings")
+        if len(iterate_correct) != len(iterates) or not all(isinstance(flag, bool) for flag in iterate_correct):
+            raise TypeError("iterate_correct must hold one true/false per iterate")
+        numbers = {name: raw[name] for name in ("instance_id", "created_step", "scored_step", "times_sampled")}
+        if not all(isinstance(value, int) and not isinstance(value, bool) for value in numbers.values()):
+            raise TypeError(f"ids and steps must be integers, got {numbers}")
+        if raw["parent_id"] is not None and (isinstance(raw["parent_id"], bool) or not isinstance(raw["parent_id"], int)):
+            raise TypeError(f"parent_id must be an integer or null, got {raw['parent_id']!r}")
+        if isinstance(raw["score"], bool) or not isinstance(raw["score"], (int, float)):
+            raise TypeError(f"score must be a number, got {raw['score']!r}")
+        return Instance(task=task, iterates=iterates, iterate_correct=iterate_correct, score=float(raw["score"]),
+                        parent_id=raw["parent_id"], **numbers)
     except (KeyError, TypeError) as error:
         raise ValueError(f"instances: malformed instance {raw!r:.200} ({error})") from error

@@ -1,38 +1,45 @@
-"""Reward functions of the self-improve rubric.
+"""Reward functions of the classic self-improve rubric.
 
 verifiers passes arguments by name (``completion``, ``answer``, ``info``,
-``parser``, ``states``...). The step description lives in ``info`` (written by
-the ExIt hook before generation), so every function here is pure: it reads the
-rollout and returns a number, and never touches the buffer.
+``parser``, ``state``, ``states``...). Each response is parsed and checked
+once per rollout (``rollout_check``, kept in the rollout's state), off the
+event loop when the check needs the symbolic fallback; every function here
+reads the rollout and returns a number, and never touches the buffer.
 
-Step returns:
-    * base step: correctness (1 or 0).
-    * self-iteration step, ``iteration_reward="correctness"`` (default, the
-      paper's math setting, App. A.2): correctness, so keeping a correct
-      answer earns 1 and breaking it earns 0.
-    * self-iteration step, ``iteration_reward="improvement"``:
-      max(0, (r_new - r_prev) / (1 - r_prev)) for r_prev < 1. For r_prev = 1
-      (the parent was already correct) the formula divides by zero; we set the
-      return to 0: there is nothing left to improve, so the group carries no
-      signal and its learnability is 0. This is the value every epsilon
-      regularisation converges to, made explicit.
+Step returns: a base step, and a self-iteration step under
+``iteration_reward="correctness"`` (the paper's math setting, App. A.2),
+return correctness; under ``"improvement"`` a self-iteration step returns
+max(0, (r_new - r_prev) / (1 - r_prev)), set to 0 when r_prev = 1 (nothing
+left to improve: the limit of every epsilon regularisation).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import verifiers as vf
 
-from answer_check import extract_boxed, is_correct
+from answer_check import check_async, extract_boxed
+from exit_config import IterationReward
 
-IterationReward = Literal["correctness", "improvement"]
+CHECK_KEYS: tuple[str, str, str] = ("exit_response", "exit_solved", "exit_check_timed_out")
+"""State keys of the one answer check of a rollout (plain values, so states stay serialisable)."""
 
 
 def response_text(parser: vf.Parser, completion: vf.Messages) -> str:
     """The response a step produced, as the parser sees it (think blocks removed
     by a think-aware parser). Empty when the model said nothing."""
     return parser.parse_answer(completion) or ""
+
+
+async def rollout_check(state: vf.State, parser: vf.Parser, completion: vf.Messages, answer: str) -> bool:
+    """Whether the rollout's response is correct, checked once and kept in ``state``."""
+    response_key, solved_key, timed_out_key = CHECK_KEYS
+    if solved_key not in state:
+        text = response_text(parser, completion or [])
+        result = await check_async(text, answer)
+        state[response_key], state[solved_key], state[timed_out_key] = text, result.correct, result.timed_out
+    return bool(state[solved_key])
 
 
 def improvement_reward(r_new: float, r_prev: float) -> float:
@@ -45,8 +52,9 @@ def improvement_reward(r_new: float, r_prev: float) -> float:
 def make_correct_answer(iteration_reward: IterationReward) -> vf.RewardFunc:
     """The weight-1 step return, configured for the chosen iteration reward."""
 
-    def correct_answer(parser: vf.Parser, completion: vf.Messages, answer: str, info: dict[str, Any]) -> float:
-        solved = float(is_correct(response_text(parser, completion), answer))
+    async def correct_answer(parser: vf.Parser, completion: vf.Messages, answer: str, info: dict[str, Any],
+                             state: vf.State) -> float:
+        solved = float(await rollout_check(state, parser, completion, answer))
         if iteration_reward == "improvement" and info.get("step", "base") != "base":
             return improvement_reward(solved, float(info["prev_correct"]))
         return solved
@@ -59,13 +67,15 @@ def format_reward(parser: vf.Parser, completion: vf.Messages) -> float:
     return float(extract_boxed(response_text(parser, completion)) is not None)
 
 
-def group_accuracy(parser: vf.Parser, completions: list[vf.Messages], answers: list[str]) -> list[float]:
+async def group_accuracy(parser: vf.Parser, completions: list[vf.Messages], answers: list[str],
+                         states: list[vf.State]) -> list[float]:
     """Fraction of the group that solved the prompt, repeated for each rollout.
 
     A group-level function: declaring it makes ``requires_group_rollouts``
     true, which is what makes prime-rl send whole groups to ``run_group``.
     """
-    flags = [is_correct(response_text(parser, c), a) for c, a in zip(completions, answers, strict=True)]
+    flags = [await rollout_check(state, parser, completion, answer)
+             for state, completion, answer in zip(states, completions, answers, strict=True)]
     rate = sum(flags) / len(flags) if flags else 0.0
     return [rate] * len(flags)
 
@@ -75,10 +85,17 @@ def build_rubric(parser: vf.Parser, iteration_reward: IterationReward, format_we
 
     Metrics that are constants of a group's plan (step kind, depth, ...) are
     written by the ExIt hook instead: each rubric function costs verifiers
-    about 0.2 ms per group, which is most of the environment's overhead.
+    about 0.2 ms per group.
     """
     rubric = vf.Rubric(parser=parser)
     rubric.add_reward_func(make_correct_answer(iteration_reward), weight=1.0)
     rubric.add_reward_func(format_reward, weight=format_weight)
     rubric.add_metric(group_accuracy)
     return rubric
+
+
+def max_return(rubric: vf.Rubric) -> float:
+    """r_max, the largest return the rubric can give: every function is in [0, 1], so the
+    sum of the positive weights (over every rubric of a ``RubricGroup``)."""
+    rubrics = getattr(rubric, "rubrics", None) or [rubric]
+    return float(sum(weight for part in rubrics for weight in part.weights if weight > 0))

@@ -22,7 +22,9 @@ from typing import Any
 
 import gsm8k_data
 
-BEHAVIOURS = ("correct", "wrong", "unboxed", "empty", "long", "error")
+BEHAVIOURS = ("correct", "wrong", "unboxed", "empty", "long", "error", "blank", "null", "hang", "pathological")
+HANG_S: float = 30.0
+"""How long a ``hang`` request waits before it answers (correctly): past any test's ``--timeout``."""
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,14 @@ def render(behaviour: str, gold: str, tag: str) -> str:
         return f"Working it out ({tag}). The answer is \\boxed{{{wrong}}}."
     if behaviour == "unboxed":
         return f"Working it out ({tag}). The answer is {gold}."
-    if behaviour == "empty":
+    if behaviour in ("empty", "null"):
         return ""
+    if behaviour == "blank":
+        return " \n\t "
+    if behaviour == "pathological":
+        return f"Working it out ({tag}). So \\boxed{{10^{{10^{{10}}}} + 1}}"
+    if behaviour == "hang":
+        return f"Working it out slowly ({tag}). The answer is \\boxed{{{gold}}}."
     if behaviour == "long":
         return f"({tag}) " + "Let me think about this again. " * 3000 + f"\\boxed{{{wrong}}}"
     raise ValueError(f"behaviour: unknown {behaviour!r}")
@@ -174,13 +182,18 @@ class ScriptedServer:
         text = render(behaviour, gold, f"r{request_number}")
         with self._lock:
             self.served.append(Served(question, kind, behaviour, text))
+        if behaviour == "hang":
+            time.sleep(HANG_S)
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if behaviour == "null":
+            message = {"role": "assistant", "content": None, "reasoning_content": "thinking, but no answer"}
         return 200, {
             "id": f"chatcmpl-{request_number}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model", "scripted"),
             "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": text}}],
+                         "message": message}],
             "usage": {"prompt_tokens": len(user.split()), "completion_tokens": len(text.split()),
                       "total_tokens": len(user.split()) + len(text.split())},
         }

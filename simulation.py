@@ -5,9 +5,9 @@ Training a language model is out of reach on a CPU, but the autocurriculum
 itself (which prompt each group gets, how the buffer scores and evicts
 instances) does not need one. Here the policy is a stochastic model of a
 learner, and everything else is the package's own code:
-``self_improve.plan_group`` picks each group's step, ``self_improve.load_buffer``
-builds the ``exit_buffer.ExitBuffer``, ``grouping.Group`` computes learnability,
-and ``ExitBuffer.observe`` scores parents and inserts children.
+``exit_loop.ExitLoop`` plans each group and, once it is scored, updates the
+real ``exit_buffer.ExitBuffer`` (the parent takes S, the children enter),
+exactly as it does for the environments.
 
 The learner (all quantities are logits; sigma is the logistic function):
 
@@ -39,17 +39,15 @@ Usage::
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from exit_buffer import ExitBuffer, Instance
-from exit_config import ExitConfig, Strategy, resolve_config
+from exit_config import ExitConfig, Strategy
+from exit_loop import ExitLoop, GroupPlan, Rollout
 from grouping import Group, StepKind, Task
-from self_improve import GroupPlan, load_buffer, load_environment, plan_group
 
 MAX_BINARY_VARIANCE: float = 0.25
 """Largest population variance of returns in {0, 1}; scales a group's training signal to [0, 1]."""
@@ -182,9 +180,10 @@ class Learner:
         """a = b + s_t - d for a training task."""
         return self.base_skill + self.task_skill.get(task.task_id, 0.0) - self.difficulty[task.task_id]
 
-    def attempt(self, plan: GroupPlan, task: Task, size: int, rng: np.random.Generator) -> tuple[bool, ...]:
+    def attempt(self, plan: GroupPlan, size: int, rng: np.random.Generator) -> tuple[bool, ...]:
         """Correctness of ``size`` independent responses to the plan's prompt."""
-        p = success_probability(self.model, plan.kind, self.ability(task), self.iteration_skill, plan.prev_correct)
+        p = success_probability(self.model, plan.kind, self.ability(plan.task), self.iteration_skill,
+                                plan.prev_correct)
         return tuple(bool(x) for x in rng.random(size) < p)
 
     def train(self, group: Group) -> None:
@@ -247,18 +246,16 @@ class SimulationResult:
 
 
 def simulation_config(strategy: str, seed: int, settings: SimulationSettings) -> ExitConfig:
-    """The environment configuration a strategy runs with: ``load_environment``'s
-    own defaults and presets, with the simulation's buffer sizes and seed."""
+    """The environment configuration a strategy runs with: the environment's own
+    defaults and presets, with the simulation's buffer sizes and seed."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy: must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
     preset, kappa = STRATEGIES[strategy]
-    arguments = {name: parameter.default for name, parameter in inspect.signature(load_environment).parameters.items()
-                 if parameter.kind is not inspect.Parameter.VAR_KEYWORD}
-    arguments.update(strategy=preset, seed=seed, buffer_size=settings.buffer_size,
-                     min_buffer_size=settings.min_buffer_size)
+    arguments: dict[str, Any] = {"strategy": preset, "seed": seed, "buffer_size": settings.buffer_size,
+                                 "min_buffer_size": settings.min_buffer_size}
     if kappa is not None:
         arguments["kappa"] = kappa
-    return resolve_config(arguments, unknown={})
+    return ExitConfig(**arguments).resolved()
 
 
 def make_tasks(prefix: str, count: int, model: LearnerModel, rng: np.random.Generator) -> tuple[list[Task], np.ndarray]:
@@ -273,21 +270,21 @@ def simulate(strategy: str, seed: int = 0, settings: SimulationSettings | None =
     """Run one strategy for ``settings.rollouts`` rollouts.
 
     Tasks and held-out tasks depend on ``seed`` only, so every strategy with the
-    same seed faces the same task pool; each group's step comes from the real
-    ``plan_group`` on the real buffer, with the generator ``ExitEnv`` seeds the same way.
+    same seed faces the same task pool; each group is planned and observed by the
+    real ``ExitLoop``, seeded as the environments seed it.
     """
     settings = settings or SimulationSettings()
     model = model or LearnerModel()
     settings.validate()
     model.validate()
     config = simulation_config(strategy, seed, settings)
-    buffer: ExitBuffer = load_buffer(config)
-    select_rng = np.random.default_rng([config.seed, 1])
+    loop = ExitLoop.from_config(config)
     task_rng = np.random.default_rng([seed, 100])
     tasks, difficulties = make_tasks("train", settings.train_tasks, model, task_rng)
     _, heldout = make_tasks("heldout", settings.heldout_tasks, model, task_rng)
     learner = Learner(model, {task.task_id: float(d) for task, d in zip(tasks, difficulties, strict=True)})
     outcome_rng = np.random.default_rng([seed, 200])
+    fresh_rng = np.random.default_rng([seed, 300])
 
     traces: dict[str, list[float]] = {name: [] for name in (
         "rollouts", "sampled_learnability", "batch_learnability", "sampled_depth", "max_depth", "distinct_trained")}
@@ -298,23 +295,21 @@ def simulate(strategy: str, seed: int = 0, settings: SimulationSettings | None =
     spent, serial, deepest, batch = 0, 0, 0, 0
     batch_rollouts = settings.group_size * settings.groups_per_batch
     while spent + batch_rollouts <= settings.rollouts:
-        plans = [plan_group(buffer, select_rng, config) for _ in range(settings.groups_per_batch)]
-        groups: list[Group] = []
+        plans = [loop.plan(tasks[int(fresh_rng.integers(len(tasks)))]) for _ in range(settings.groups_per_batch)]
+        batches: list[list[Rollout]] = []
         for plan in plans:
-            task = plan.instance.task if plan.instance else tasks[int(outcome_rng.integers(len(tasks)))]
-            correct = learner.attempt(plan, task, settings.group_size, outcome_rng)
-            responses = tuple(f"{task.task_id}#{serial + i}" for i in range(settings.group_size))
+            correct = learner.attempt(plan, settings.group_size, outcome_rng)
+            batches.append([Rollout(f"{plan.task.task_id}#{serial + i}", float(flag), flag)
+                            for i, flag in enumerate(correct)])
             serial += settings.group_size
-            groups.append(_group(plan, task, responses, correct))
-        for group in groups:
-            buffer.observe(group)
+        groups: list[Group] = [loop.finish(plan, rollouts).group for plan, rollouts in zip(plans, batches, strict=True)]
         for plan, group in zip(plans, groups, strict=True):
             learner.train(group)
             if group.learnability > 0:
-                trained.add((group.task.task_id, plan.instance.latest if plan.instance else ""))
+                trained.add((group.task.task_id, plan.previous))
         spent += batch_rollouts
         batch += 1
-        sampled = [(plan, group) for plan, group in zip(plans, groups, strict=True) if plan.instance is not None]
+        sampled = [(plan, group) for plan, group in zip(plans, groups, strict=True) if plan.from_buffer]
         deepest = max([deepest] + [plan.depth for plan in plans])
         traces["rollouts"].append(spent)
         traces["sampled_learnability"].append(_mean([g.learnability for _, g in sampled]))
@@ -336,23 +331,7 @@ def simulate(strategy: str, seed: int = 0, settings: SimulationSettings | None =
         distinct_trained=np.asarray(traces["distinct_trained"], dtype=np.int64),
         heldout_rollouts=np.asarray(heldout_rollouts, dtype=np.int64),
         heldout_accuracy=np.vstack(heldout_curves),
-        buffer_metrics=buffer.metrics(),
-    )
-
-
-def _group(plan: GroupPlan, task: Task, responses: tuple[str, ...], correct: tuple[bool, ...]) -> Group:
-    """The ``Group`` the environment hook builds, with correctness as the return
-    (``iteration_reward="correctness"``, the default)."""
-    instance: Instance | None = plan.instance
-    return Group(
-        task=task,
-        parent_id=instance.instance_id if instance else None,
-        history=instance.iterates if instance else (),
-        history_correct=instance.iterate_correct if instance else (),
-        kind=plan.kind,
-        responses=responses,
-        returns=tuple(float(c) for c in correct),
-        correct=correct,
+        buffer_metrics=loop.store.metrics(),
     )
 
 
@@ -360,7 +339,7 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
-def summarise(results: list[SimulationResult]) -> dict[str, dict[str, float]]:
+def summarize(results: list[SimulationResult]) -> dict[str, dict[str, float]]:
     """Per strategy, means over seeds of the headline numbers (NaN-aware).
 
     Keys: ``sampled_learnability`` (mean S of buffer-sampled groups over the

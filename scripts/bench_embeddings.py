@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 import openai  # noqa: E402
 
-import embeddings  # noqa: E402
+import diversity  # noqa: E402
 import gsm8k_data  # noqa: E402
 import prompts  # noqa: E402
 from exit_config import DEFAULT_EMBEDDING_MODEL  # noqa: E402
@@ -98,7 +98,7 @@ async def generate_group(base_url: str, model: str, question: str, args: argpars
 
 def time_embedding(model_name: str, texts: list[str]) -> float:
     start = time.perf_counter()
-    embeddings.embed_texts(model_name, texts)
+    diversity.embed_texts(model_name, texts)
     return time.perf_counter() - start
 
 

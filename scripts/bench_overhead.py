@@ -199,10 +199,12 @@ def rubric_score_group_us(env: Any, client: Any) -> float:
     per-rollout reward and metric functions included (the hook is bypassed to get the states)."""
     import verifiers as vf
 
-    from self_improve import GroupPlan, rewrite_input
+    from exit_loop import GroupPlan
+    from self_improve import input_task, rewrite_input
 
     row = dict(env.eval_dataset[0])
-    inputs = [rewrite_input(row, GroupPlan("base", None)) if hasattr(env, "buffer") else dict(row) for _ in range(G)]
+    plan = GroupPlan("base", input_task(row))
+    inputs = [rewrite_input(row, plan) if hasattr(env, "loop") else dict(row) for _ in range(G)]
     states = asyncio.run(vf.SingleTurnEnv._run_group_states(env, inputs, client, "scripted", {"max_tokens": 64}))
     loop = asyncio.new_event_loop()
     try:
@@ -246,9 +248,9 @@ def timed(record: list[float], function: Callable[..., Any]) -> Callable[..., An
 def bench_in_process(args: argparse.Namespace) -> list[str]:
     """Section 2: whole groups in process, and where the difference goes."""
     import plain_gsm8k
-    from exit_buffer import write_state
-    from grouping import Group
-    from self_improve import input_task, load_environment, plan_group, rewrite_input
+    from buffer_file import write_state
+    from exit_loop import Rollout
+    from self_improve import input_task, load_environment, rewrite_input
 
     plain, exit_env = plain_gsm8k.load_environment(), load_environment(strategy="diverge")
     buffer = exit_env.buffer
@@ -270,23 +272,16 @@ def bench_in_process(args: argparse.Namespace) -> list[str]:
     in_hook = {f"buffer.{name}() (real calls, mean per group)": sum(record) / (3 * per_rep) * 1e6
                for name, record in calls.items()}
 
-    rng = np.random.default_rng(0)
     row = dict(exit_env.eval_dataset[0])
-    plan = plan_group(buffer, rng, exit_env.config)
-    states_like = [{"reward": float(i % 2), "metrics": {"solved": float(i % 2)}} for i in range(G)]
+    plan = exit_env.loop.plan(input_task(row))
+    rollouts = [Rollout(f"response {i}", float(i % 2), bool(i % 2)) for i in range(G)]
 
     def build_group() -> float:
-        return Group(task=plan.instance.task if plan.instance else input_task(row),
-                     parent_id=plan.instance.instance_id if plan.instance else None,
-                     history=plan.instance.iterates if plan.instance else (),
-                     history_correct=plan.instance.iterate_correct if plan.instance else (), kind=plan.kind,
-                     responses=tuple(f"response {i}" for i in range(G)),
-                     returns=tuple(s["reward"] for s in states_like),
-                     correct=tuple(bool(s["metrics"]["solved"]) for s in states_like),
-                     max_return=1.0 + exit_env.config.format_weight).learnability
+        return plan.group([r.response for r in rollouts], [r.reward for r in rollouts],
+                          [r.correct for r in rollouts], exit_env.max_return).learnability
 
     in_hook[f"rewrite_input x {G}"] = per_op_us(lambda: [rewrite_input(row, plan) for _ in range(G)])
-    in_hook["Group(...) + learnability"] = per_op_us(build_group)
+    in_hook["plan.group(...) + learnability"] = per_op_us(build_group)
     hook_us = sum(in_hook.values())
     rubric_us = {name: rubric_score_group_us(env, client) for name, env in (("a", plain), ("b", exit_env))}
     rubric_extra = rubric_us["b"] - rubric_us["a"]
@@ -324,30 +319,27 @@ def full_buffer(capacity: int, rng: np.random.Generator, response: Callable[[int
     """A buffer filled to ``capacity`` by base groups of G binary returns whose success
     rate is uniform per task: scores k/8 (1 - k/8) for unsolved children, 0 for solved ones."""
     from exit_buffer import ExitBuffer
-    from grouping import Group, Task
+    from exit_loop import GroupPlan
+    from grouping import Task
 
     buffer = ExitBuffer(capacity=capacity)
     serial = 0
     while len(buffer) < capacity:
-        task = Task(f"train-{serial}", "question", "1")
-        correct = tuple(bool(x) for x in rng.random(G) < rng.random())
-        buffer.observe(Group(task=task, parent_id=None, history=(), history_correct=(), kind="base",
-                             responses=tuple(response(serial * G + i) for i in range(G)),
-                             returns=tuple(float(c) for c in correct), correct=correct))
+        correct = [bool(x) for x in rng.random(G) < rng.random()]
+        plan = GroupPlan("base", Task(f"train-{serial}", "question", "1"))
+        buffer.observe(plan.group([response(serial * G + i) for i in range(G)], [float(c) for c in correct], correct))
         serial += 1
     return buffer
 
 
 def improve_group(buffer: Any, rng: np.random.Generator, response: Callable[[int], str], serial: int) -> Any:
     """A self-improve group from a sampled instance, with random binary returns."""
-    from grouping import Group
+    from exit_loop import GroupPlan
 
     parent = buffer.sample()
-    correct = tuple(bool(x) for x in rng.random(G) < rng.random())
-    return Group(task=parent.task, parent_id=parent.instance_id, history=parent.iterates,
-                 history_correct=parent.iterate_correct, kind="improve",
-                 responses=tuple(response(serial + i) for i in range(G)),
-                 returns=tuple(float(c) for c in correct), correct=correct)
+    correct = [bool(x) for x in rng.random(G) < rng.random()]
+    return GroupPlan("improve", parent.task, parent).group([response(serial + i) for i in range(G)],
+                                                           [float(c) for c in correct], correct)
 
 
 def bench_scaling() -> list[str]:
@@ -370,7 +362,7 @@ def bench_scaling() -> list[str]:
 def bench_memory() -> list[str]:
     """Section 4: a full 512-instance ExIt buffer of 4,000-character responses, grown the way
     the hook grows it (base groups, then half the groups improving a sampled instance)."""
-    from exit_buffer import write_state
+    from buffer_file import write_state
 
     def response(i: int) -> str:
         return f"{i:010d} " + "x" * (RESPONSE_CHARS - 11)

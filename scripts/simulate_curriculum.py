@@ -25,7 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 
-from simulation import STRATEGIES, SimulationResult, SimulationSettings, simulate, summarise  # noqa: E402
+from simulation import STRATEGIES, SimulationResult, SimulationSettings, simulate, summarize  # noqa: E402
 
 LABELS: dict[str, str] = {
     "grpo": "GRPO (no buffer)",
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     by_strategy = {strategy: [simulate(strategy, seed, settings) for seed in range(args.seeds)]
                    for strategy in args.strategies}
     elapsed = time.perf_counter() - started
-    table = summarise([run for runs in by_strategy.values() for run in runs])
+    table = summarize([run for runs in by_strategy.values() for run in runs])
     args.out.mkdir(parents=True, exist_ok=True)
     plot_traces(by_strategy, [("sampled_learnability", "mean learnability S of buffer-sampled groups", True),
                               ("sampled_depth", "mean depth of buffer-sampled groups", True)],

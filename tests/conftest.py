@@ -27,6 +27,12 @@ def scripted_server() -> Iterator[ScriptedServer]:
 def run_vf_eval(server_url: str, output_dir: Path, *args: str, env_args: dict | None = None,
                 timeout: float = 300) -> list[dict]:
     """Run the real ``vf-eval self-improve ... -s`` and return the saved result rows."""
+    return vf_eval(server_url, output_dir, *args, env_args=env_args, timeout=timeout)[0]
+
+
+def vf_eval(server_url: str, output_dir: Path, *args: str, env_args: dict | None = None,
+            timeout: float = 300) -> tuple[list[dict], str]:
+    """Run the real ``vf-eval self-improve ... -s``: the saved result rows, and what it printed."""
     command = [str(VF_EVAL), "self-improve", "-m", "scripted", "-b", server_url, "-k", "SCRIPTED_KEY",
                "-s", "-o", str(output_dir), "-d", *args]
     if env_args is not None:
@@ -37,4 +43,5 @@ def run_vf_eval(server_url: str, output_dir: Path, *args: str, env_args: dict | 
     assert completed.returncode == 0, f"vf-eval failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}"
     results = sorted(output_dir.rglob("results.jsonl"))
     assert len(results) == 1, f"expected one results.jsonl under {output_dir}, found {results}"
-    return [json.loads(line) for line in results[0].read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in results[0].read_text().splitlines() if line.strip()]
+    return rows, completed.stdout + completed.stderr

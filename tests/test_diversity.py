@@ -20,11 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-import embeddings
+import diversity
 from conftest import REPO, run_vf_eval
-from embeddings import BufferEmbeddings, embed_texts, instance_text, mean_pairwise_cosine_distance
+from diversity import (BufferEmbeddings, bonus_advantages, diversity_bonus, embed_texts, instance_text,
+                       mean_pairwise_cosine_distance, shaped_returns)
 from exit_config import DEFAULT_EMBEDDING_MODEL
-from grouping import bonus_advantages, diversity_bonus, shaped_returns
 from scripted_server import ScriptedServer, cycle_policy
 from test_exit_hook import client_for, group_inputs, small_env
 
@@ -187,9 +187,9 @@ def test_similar_answers_embed_closer_than_different_ones() -> None:
 
 
 def test_model_is_loaded_once_even_when_many_threads_ask_at_once() -> None:
-    name = embeddings.resolve_model_path(DEFAULT_EMBEDDING_MODEL)  # a second cache key: the folder itself
+    name = diversity.resolve_model_path(DEFAULT_EMBEDDING_MODEL)  # a second cache key: the folder itself
     loaded: list[object] = []
-    threads = [threading.Thread(target=lambda: loaded.append(embeddings.load_model(name))) for _ in range(4)]
+    threads = [threading.Thread(target=lambda: loaded.append(diversity.load_model(name).model)) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exit_buffer import ExitBuffer, exp_weights, read_state
+from exit_buffer import ExitBuffer, exp_weights
 from grouping import Group, Task
 
 TASK = Task("train-1", "What is 2+3?", "5")
@@ -234,49 +234,11 @@ def test_loading_a_state_without_a_key_raises_naming_the_key() -> None:
         ExitBuffer(capacity=4).load_state_dict(state)
 
 
-def test_save_writes_atomically_and_leaves_no_temporary_file(tmp_path) -> None:
-    buffer = ExitBuffer(capacity=4)
-    buffer.observe(base_group())
-    target = tmp_path / "buffer.json"
-    buffer.save(target)
-    buffer.save(target)
-    assert [p.name for p in tmp_path.iterdir()] == ["buffer.json"]
-    assert read_state(target) == json.loads(json.dumps(buffer.state_dict()))
-
-
-def test_corrupt_buffer_file_raises_naming_the_path(tmp_path) -> None:
-    target = tmp_path / "buffer.json"
-    target.write_text('{"version": 1, "instan')
-    with pytest.raises(ValueError, match="buffer.json"):
-        read_state(target)
-
-
 def test_metrics_report_size_scores_depth_and_distinct_tasks() -> None:
     buffer = ExitBuffer(capacity=8)
     buffer.observe(base_group())
     assert buffer.metrics() == {"buffer_size": 4.0, "buffer_score_mean": 0.125, "buffer_score_max": 0.25,
                                 "buffer_depth_mean": 0.0, "buffer_distinct_tasks": 1.0}
-
-
-def test_a_second_process_cannot_write_the_same_buffer_file_until_the_first_dies(tmp_path) -> None:
-    import subprocess
-    import sys
-
-    from exit_buffer import claim_buffer_file
-
-    target = tmp_path / "buffer.json"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from exit_buffer import claim_buffer_file; "
-         f"claim_buffer_file({str(target)!r}); print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(ValueError, match="buffer_path: .*another process"):
-            claim_buffer_file(target)
-    finally:
-        holder.kill()
-        holder.wait()
-    claim_buffer_file(target)
 
 
 @settings(max_examples=60, deadline=None)

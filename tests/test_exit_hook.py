@@ -11,7 +11,7 @@ import pytest
 from openai import AsyncOpenAI
 from verifiers.clients.openai_chat_completions_client import OpenAIChatCompletionsClient
 
-from exit_buffer import read_state
+from buffer_file import read_state
 from grouping import Group
 from rewards import improvement_reward
 from scripted_server import ChatRequest, ScriptedServer, cycle_policy

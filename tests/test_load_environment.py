@@ -48,7 +48,7 @@ def test_unknown_argument_raises_naming_it() -> None:
 @pytest.mark.parametrize(("argument", "value", "message"), [
     ("select_prob", 1.5, r"select_prob: must be a number in \[0.0, 1.0\], got 1.5"),
     ("divergence_prob", -0.1, r"divergence_prob: must be a number in \[0.0, 1.0\]"),
-    ("kappa", -1.0, r"kappa: must be a number in \[0.0, inf\]"),
+    ("kappa", -1.0, r"kappa: must be a number in \[0.0, inf\)"),
     ("buffer_size", 0, "buffer_size: must be an integer >= 1"),
     ("min_buffer_size", 0, "min_buffer_size: must be an integer >= 1"),
     ("min_buffer_size", 600, r"min_buffer_size: must be <= buffer_size \(512\)"),

@@ -19,7 +19,7 @@ from simulation import (
     simulate,
     simulation_config,
     success_probability,
-    summarise,
+    summarize,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ SEEDS = (0, 1)
 @pytest.fixture(scope="module")
 def table() -> dict[str, dict[str, float]]:
     """Four strategies x two seeds x 8,000 rollouts (about 1 s)."""
-    return summarise([simulate(strategy, seed, FAST)
+    return summarize([simulate(strategy, seed, FAST)
                       for strategy in ("uniform", "curriculum", "improve", "diverge") for seed in SEEDS])
 
 

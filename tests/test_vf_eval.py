@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import run_vf_eval
-from exit_buffer import read_state
+from buffer_file import read_state
 from scripted_server import ScriptedServer, cycle_policy
 
 # Empty answers are verifiers' EmptyModelResponseError (retried, then recorded as an error): see
