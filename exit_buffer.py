@@ -362,7 +362,7 @@ def check_state(state: Any, capacity: int, kappa: float, store_responses: bool) 
     ids: set[int] = set()
     keys: set[tuple[str, str]] = set()
     for instance in instances:
-        if not (math.isfinite(instance.score) and 0.0 <= instance.score <= MAX_SCORE + 1e-12):
+        if not (math.isfinite(instance.score) and 0.0 <= instance.score <= MAX_SCORE + 1e-9):
             raise ValueError(f"instances: instance {instance.instance_id} has score {instance.score!r}, "
                              f"not a number in [0, {MAX_SCORE}]")
         if instance.instance_id in ids or not 0 <= instance.instance_id < state["next_id"]:

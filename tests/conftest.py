@@ -30,18 +30,28 @@ def run_vf_eval(server_url: str, output_dir: Path, *args: str, env_args: dict | 
     return vf_eval(server_url, output_dir, *args, env_args=env_args, timeout=timeout)[0]
 
 
-def vf_eval(server_url: str, output_dir: Path, *args: str, env_args: dict | None = None,
-            timeout: float = 300) -> tuple[list[dict], str]:
-    """Run the real ``vf-eval self-improve ... -s``: the saved result rows, and what it printed."""
+def vf_eval_command(server_url: str, output_dir: Path, *args: str,
+                    env_args: dict | None = None) -> tuple[list[str], dict[str, str]]:
+    """The ``vf-eval self-improve ... -s`` command line and its environment."""
     command = [str(VF_EVAL), "self-improve", "-m", "scripted", "-b", server_url, "-k", "SCRIPTED_KEY",
                "-s", "-o", str(output_dir), "-d", *args]
     if env_args is not None:
         command += ["-a", json.dumps(env_args)]
-    environment = {**os.environ, "SCRIPTED_KEY": "not-a-secret"}
+    return command, {**os.environ, "SCRIPTED_KEY": "not-a-secret"}
+
+
+def saved_rows(output_dir: Path) -> list[dict]:
+    """The rows of the one ``results.jsonl`` a ``vf-eval -s`` run saved under ``output_dir``."""
+    results = sorted(output_dir.rglob("results.jsonl"))
+    assert len(results) == 1, f"expected one results.jsonl under {output_dir}, found {results}"
+    return [json.loads(line) for line in results[0].read_text().splitlines() if line.strip()]
+
+
+def vf_eval(server_url: str, output_dir: Path, *args: str, env_args: dict | None = None,
+            timeout: float = 300) -> tuple[list[dict], str]:
+    """Run the real ``vf-eval self-improve ... -s``: the saved result rows, and what it printed."""
+    command, environment = vf_eval_command(server_url, output_dir, *args, env_args=env_args)
     completed = subprocess.run(command, cwd=output_dir, env=environment, capture_output=True, text=True,
                                timeout=timeout)
     assert completed.returncode == 0, f"vf-eval failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}"
-    results = sorted(output_dir.rglob("results.jsonl"))
-    assert len(results) == 1, f"expected one results.jsonl under {output_dir}, found {results}"
-    rows = [json.loads(line) for line in results[0].read_text().splitlines() if line.strip()]
-    return rows, completed.stdout + completed.stderr
+    return saved_rows(output_dir), completed.stdout + completed.stderr

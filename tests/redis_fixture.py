@@ -1,0 +1,111 @@
+"""A real ``redis-server`` for the Redis store's tests, and the helpers they share.
+
+Each server listens on a free port of 127.0.0.1, keeps its files in a
+temporary folder, persists nothing unless asked (``--save '' --appendonly
+no``) and is stopped by its pid. Test modules import the fixtures by name.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from grouping import Group, Task
+from redis_buffer import RedisBuffer
+
+FAST_RETRIES: tuple[float, ...] = (0.01, 0.02, 0.04)
+"""Retry delays for tests: an outage is declared after 70 ms instead of 2.1 s."""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class RedisServer:
+    """One ``redis-server`` process; ``stop`` and ``start`` again keep its port and folder."""
+
+    def __init__(self, folder: Path, password: str | None = None, appendonly: bool = False) -> None:
+        if shutil.which("redis-server") is None:
+            pytest.fail("redis-server is not installed (scripts/test.sh installs it with apt-get)")
+        self.folder, self.password, self.appendonly = folder, password, appendonly
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        credentials = f":{self.password}@" if self.password else ""
+        return f"redis://{credentials}127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+                   "--save", "", "--daemonize", "no", "--logfile", str(self.folder / "redis.log")]
+        command += ["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly else ["--appendonly", "no"]
+        if self.password:
+            command += ["--requirepass", self.password]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=1)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if client.ping():
+                    client.close()
+                    return self
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    log = (self.folder / "redis.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"redis-server on port {self.port} did not start:\n{log}") from None
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        """SIGTERM (the server flushes its append-only file) and wait for the pid to exit."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One server shared by the session; tests isolate themselves with ``fresh_prefix``."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A server of this test alone (to stop, restart, protect with a password)."""
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()
+
+
+def fresh_prefix() -> str:
+    """A key prefix no other store uses."""
+    return f"test-{uuid.uuid4().hex}"
+
+
+def redis_store(url: str, capacity: int = 8, kappa: float = 10.0, seed: int = 0, store_responses: bool = True,
+                prefix: str | None = None) -> RedisBuffer:
+    """A store on ``url`` under a fresh prefix, with ``FAST_RETRIES``."""
+    return RedisBuffer(url, capacity=capacity, kappa=kappa, seed=seed, store_responses=store_responses,
+                       prefix=prefix or fresh_prefix(), retry_delays=FAST_RETRIES)
+
+
+def group_for(task: Task, parent, responses: tuple[str, ...], correct: tuple[bool, ...],
+              returns: tuple[float, ...] | None = None) -> Group:
+    """A base group (``parent`` None) or a self-improvement group of ``parent``."""
+    return Group(task=parent.task if parent else task, parent_id=parent.instance_id if parent else None,
+                 history=parent.iterates if parent else (), history_correct=parent.iterate_correct if parent else (),
+                 kind="improve" if parent else "base", responses=responses, correct=correct,
+                 returns=returns if returns is not None else tuple(float(c) for c in correct))

@@ -1,0 +1,98 @@
+"""One curriculum across env workers: the real ``vf-eval`` processes sharing one real
+``redis-server`` through ``buffer_url``, and a Redis outage in the middle of a run."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_vf_eval, saved_rows, vf_eval_command
+from redis_buffer import RedisBuffer
+from redis_fixture import fresh_prefix, own_server, redis_server  # noqa: F401 (fixtures)
+from scripted_server import ScriptedServer, cycle_policy
+
+G = 4
+
+
+def store_of(url: str, prefix: str) -> RedisBuffer:
+    """The store as the environment configures it (default buffer_size, kappa, strategy)."""
+    return RedisBuffer(url, capacity=512, kappa=10.0, seed=0, store_responses=True, prefix=prefix)
+
+
+def text_of(row: dict) -> str:
+    return (row["completion"] or [{}])[-1].get("content") or ""
+
+
+def test_two_vf_eval_processes_grow_one_curriculum(redis_server, tmp_path: Path) -> None:  # noqa: F811
+    prefix = fresh_prefix()
+    shared = {"buffer_url": redis_server.url, "buffer_prefix": prefix, "min_buffer_size": 4}
+    server = ScriptedServer().start()
+    try:
+        (tmp_path / "first").mkdir()
+        first = run_vf_eval(server.url, tmp_path / "first", "-n", "6", "-r", str(G),
+                            env_args={**shared, "select_prob": 0.0})
+        processes = {}
+        for name, seed in (("second", 1), ("third", 2)):
+            (tmp_path / name).mkdir()
+            command, environment = vf_eval_command(server.url, tmp_path / name, "-n", "6", "-r", str(G),
+                                                   env_args={**shared, "select_prob": 1.0, "seed": seed})
+            processes[name] = subprocess.Popen(command, cwd=tmp_path / name, env=environment,
+                                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for name, process in processes.items():
+            output, _ = process.communicate(timeout=300)
+            assert process.returncode == 0, f"{name} vf-eval failed:\n{output[-3000:]}"
+    finally:
+        server.stop()
+    rows = {"first": first, **{name: saved_rows(tmp_path / name) for name in processes}}
+    state = store_of(redis_server.url, prefix).state_dict()
+    assert state["step"] == sum(len(group_rows) // G for group_rows in rows.values()) == 18
+    latest = {instance["instance_id"]: instance["iterates"][-1] for instance in state["instances"]}
+    first_texts = {text_of(row) for row in first}
+    for name in processes:
+        parents = {row["info"]["parent_id"] for row in rows[name]}
+        assert None not in parents, "with select_prob 1 every group of a warm buffer starts from it"
+        drawn_from_first = [parent for parent in parents if latest.get(parent) in first_texts]
+        assert drawn_from_first, f"{name} never drew a response another process produced"
+    every_text = {text_of(row) for group_rows in rows.values() for row in group_rows}
+    assert set(latest.values()) <= every_text, "every instance is a response some process produced"
+
+
+def test_a_redis_restart_mid_run_keeps_every_rollout_and_the_run_goes_on(own_server, tmp_path: Path) -> None:  # noqa: F811
+    own_server.start()
+    prefix = fresh_prefix()
+    server = ScriptedServer(policy=cycle_policy(("correct", "wrong")), delay_s=0.25).start()
+    command, environment = vf_eval_command(server.url, tmp_path, "-n", "16", "-r", "2", "-c", "2",
+                                           env_args={"buffer_url": own_server.url, "buffer_prefix": prefix,
+                                                     "min_buffer_size": 2})
+    process = subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while store_of(own_server.url, prefix).step < 3:
+            assert process.poll() is None and time.monotonic() < deadline, "the run never reached the store"
+            time.sleep(0.2)
+        own_server.stop()
+        time.sleep(4)
+        own_server.start()
+        output, _ = process.communicate(timeout=300)
+    finally:
+        process.kill()
+        server.stop()
+    assert process.returncode == 0, output[-3000:]
+    rows = saved_rows(tmp_path)
+    assert len(rows) == 32
+    assert [row["metrics"]["correct_answer"] for row in rows] == [
+        float(server.behaviour_of(text_of(row)) == "correct") for row in rows]
+    assert output.count("buffer store unavailable") == 1, output[-3000:]
+    assert store_of(own_server.url, prefix).step >= 1, "groups after the restart reach the store again"
+
+
+def test_an_unreachable_redis_is_refused_naming_the_url_before_any_data_loads(tmp_path: Path) -> None:
+    import self_improve
+
+    with pytest.raises(ValueError, match=r"^buffer_url: cannot reach redis://:\*+@127\.0\.0\.1:1/0"):
+        self_improve.load_environment(buffer_url="redis://:hunter2@127.0.0.1:1/0",
+                                      dataset_name=str(tmp_path / "never-read"))
