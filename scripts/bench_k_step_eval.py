@@ -105,7 +105,8 @@ STUB_REPLY = {"id": "stub", "object": "chat.completion", "created": 0, "model": 
               "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
 
 
-def intrinsic_costs(run_scaffold: Callable[[], float], run_plain: Callable[[], float], repeats: int) -> tuple[float, float]:
+def intrinsic_costs(run_scaffold: Callable[[], float], run_plain: Callable[[], float],
+                    repeats: int) -> tuple[float, float]:
     """Median CPU seconds of each side with the HTTP transport stubbed out (create()
     returns a fixed reply at once): what each side itself costs, immune to other load."""
     original = AsyncCompletions.create
@@ -135,7 +136,7 @@ def main() -> None:
                         help="hide the scaffold's progress bar (on stderr; shown by default, as in real runs)")
     args = parser.parse_args()
 
-    server = subprocess.Popen([sys.executable, "-c", SERVER], cwd=REPO / "tests", stdin=subprocess.PIPE,
+    server = subprocess.Popen([sys.executable, "-c", SERVER], cwd=REPO, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     try:
         url = server.stdout.readline().strip()
@@ -166,7 +167,7 @@ def main() -> None:
                     *timings["scaffold"], outputs_s = scaffold_run(url, config, questions)
                 else:
                     timings["plain"] = timed(lambda: asyncio.run(plain_calls(url, calls, args.concurrency,
-                                                                             config.timeout_s)))
+                                                                             warm.timeout_s)))
             scaffold_rates.append(total / timings["scaffold"][0])
             plain_rates.append(len(calls) / timings["plain"][0])
             ratios.append(scaffold_rates[-1] / plain_rates[-1])

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+import atomic_io
 import gsm8k_data
 import k_step_eval as ke
 import prompts
@@ -55,7 +56,8 @@ def make_config(tmp_path: Path, **overrides: object) -> ke.EvalConfig:
     return ke.EvalConfig(**{**settings, **overrides})
 
 
-def seed_index(questions: list[ke.Question], samples: int, steps: int, seed: int = 0) -> dict[int, tuple[int, int, int]]:
+def seed_index(questions: list[ke.Question], samples: int, steps: int,
+               seed: int = 0) -> dict[int, tuple[int, int, int]]:
     index = {ke.request_seed(seed, q.question_id, s, k): (i, s, k)
              for i, q in enumerate(questions) for s in range(samples) for k in range(steps + 1)}
     assert len(index) == len(questions) * samples * (steps + 1), "request seeds collide"
@@ -79,7 +81,8 @@ def table_policy(questions: list[ke.Question], table: dict[int, tuple[str, ...]]
     return policy
 
 
-def served_positions(server: ScriptedServer, questions: list[ke.Question], steps: int = 2) -> list[tuple[int, int, int]]:
+def served_positions(server: ScriptedServer, questions: list[ke.Question],
+                     steps: int = 2) -> list[tuple[int, int, int]]:
     index = seed_index(questions, 2, steps)
     return [index[body["seed"]] for body in server.requests]
 
@@ -141,7 +144,8 @@ def test_step_kinds_follow_the_seeded_divergence_draws(tmp_path, server, questio
     server.policy = table_policy(questions, HAND_TABLE)
     config = make_config(tmp_path, divergence_prob=0.5)
     ke.evaluate(config, server.url, questions)
-    seen = {position: served.kind for position, served in zip(served_positions(server, questions), server.served)}
+    positions = served_positions(server, questions)
+    seen = {position: served.kind for position, served in zip(positions, server.served, strict=True)}
     expected = {(i, s, k): ke.step_kind(config, questions[i].question_id, s, k) for (i, s, k) in seen}
     assert seen == expected
     assert Counter(kind for (i, s, k), kind in seen.items() if k > 0).keys() == {"improve", "diverge"}
@@ -277,7 +281,8 @@ def test_killed_run_resumes_without_repeating_a_finished_request(tmp_path, quest
     assert not finished & resent
     rows = read_jsonl(tmp_path / "out" / ke.CHAINS_FILE)
     assert [row["status"] for row in rows] == ["done"] * 6
-    assert json.loads((tmp_path / "out" / ke.SUMMARY_FILE).read_text())["per_step"][2]["accuracy"] == pytest.approx(2 / 3)
+    summary = json.loads((tmp_path / "out" / ke.SUMMARY_FILE).read_text())
+    assert summary["per_step"][2]["accuracy"] == pytest.approx(2 / 3)
 
 
 def test_torn_last_line_is_dropped_with_a_warning(tmp_path, server, questions, caplog):
@@ -349,3 +354,35 @@ def test_script_under_scripts_runs_the_same_entry_point(tmp_path):
     completed = subprocess.run([sys.executable, str(REPO / "scripts" / "k_step_eval.py"), "--help"],
                                capture_output=True, text=True, timeout=60, check=True)
     assert "self-improve-kstep" in completed.stdout and "--steps" in completed.stdout
+
+
+def test_every_short_and_long_flag_sets_its_field():
+    short = ke.parse_args(["-m", "x", "-b", "http://h/v1", "-k", "KEY", "-n", "7", "-r", "3", "-K", "5", "-c", "6",
+                           "-t", "99", "-T", "0.2", "-S", '{"top_p": 0.5}', "-p", "0.25", "-o", "somewhere"])
+    long = ke.parse_args(["--model", "x", "--api-base-url", "http://h/v1", "--api-key-var", "KEY",
+                          "--num-questions", "7", "--samples", "3", "--steps", "5", "--max-concurrent", "6",
+                          "--max-tokens", "99", "--temperature", "0.2", "--sampling-args", '{"top_p": 0.5}',
+                          "--divergence-prob", "0.25", "--output-dir", "somewhere"])
+    assert short == long == ke.EvalConfig(
+        model="x", base_url="http://h/v1", api_key_var="KEY", num_questions=7, samples=3, steps=5, concurrency=6,
+        max_tokens=99, temperature=0.2, sampling_args={"top_p": 0.5}, divergence_prob=0.25,
+        output_dir=Path("somewhere"))
+    rest = ke.parse_args(["--seed", "3", "--no-request-seeds", "--max-attempts", "2", "--retry-backoff", "0.5",
+                          "--timeout", "9", "--no-progress"])
+    assert rest == ke.EvalConfig(seed=3, request_seeds=False, max_attempts=2, retry_backoff_s=0.5, timeout_s=9.0,
+                                 progress=False)
+    assert ke.parse_args([]) == ke.EvalConfig()
+
+
+def test_atomic_write_keeps_the_old_file_and_no_temporary_when_the_rename_fails(tmp_path, monkeypatch):
+    target = tmp_path / "summary.json"
+    atomic_io.write_text_atomic(target, "old")
+
+    def failing_replace(source, destination):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(atomic_io.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk gone"):
+        atomic_io.write_text_atomic(target, "new")
+    assert target.read_text() == "old"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["summary.json"]

@@ -97,9 +97,9 @@ def test_joined_parts_with_a_wrong_checksum_raise_and_leave_no_file(tmp_path: Pa
     assert sorted(tmp_path.iterdir()) == parts
 
 
-def _args(*argv: str):
-    args, _ = local_model.build_parser().parse_known_args(list(argv))
-    return args
+def _args(*argv: str) -> local_model.LocalRunConfig:
+    config, _ = local_model.parse_args(list(argv))
+    return config
 
 
 def test_built_in_server_requests_carry_max_tokens_and_a_distinct_seed_each(
@@ -172,3 +172,23 @@ def test_interrupt_inside_the_block_stops_the_server_by_its_pid(tmp_path: Path) 
         raise KeyboardInterrupt
     assert not Path(f"/proc/{pid}").exists()
     assert server.pid is None
+
+
+def test_every_flag_sets_its_field_and_unknown_flags_go_to_vf_eval(tmp_path: Path) -> None:
+    config, extra = local_model.parse_args([
+        "-m", "x", "-b", "http://h/v1", "-k", "KEY", "-n", "2", "-r", "3", "-c", "5", "-t", "99", "-T", "0.1",
+        "-S", '{"top_p": 0.5}', "-a", '{"strategy": "grpo"}', "-o", str(tmp_path), "--port", "8123",
+        "--threads", "2", "--n-ctx", "1024", "--startup-timeout", "9", "--cache-dir", str(tmp_path),
+        "--max-retries", "3"])
+    assert config == local_model.LocalRunConfig(
+        model="x", api_base_url="http://h/v1", api_key_var="KEY", num_examples=2, rollouts_per_example=3,
+        max_concurrent=5, max_tokens=99, temperature=0.1, sampling_args={"top_p": 0.5}, env_args={"strategy": "grpo"},
+        output_dir=tmp_path, port=8123, threads=2, n_ctx=1024, startup_timeout_s=9.0, cache_dir=tmp_path)
+    assert extra == ["--max-retries", "3"]
+
+
+def test_env_args_that_are_not_a_json_object_are_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        local_model.parse_args(["-a", "[1]"])
+    assert raised.value.code == 2
+    assert "-a/--env-args" in capsys.readouterr().err
