@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
-# The README's test command: installs the package with every extra into .venv
-# (created if missing) and runs the whole test suite, slow tests included.
+# The README's test command, what CI runs: lint, then both supported stacks, each in its own
+# virtual environment (created if missing), slow tests included.
+#   1. classic verifiers 0.3 (.venv): every extra, a real redis-server, tests/
+#   2. verifiers 0.4, v1 only (.venv-v1): tests_v1/
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The Redis store's tests start a real redis-server.
+command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # torch is pinned with the other packages in one command, so pip takes the CPU build.
 CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
-    .venv/bin/python -m pip install -q torch==2.13.0 -e '.[test,local,diversity]'
-exec .venv/bin/python -m pytest "$@"
+    .venv/bin/python -m pip install -q torch==2.13.0 -e '.[classic,test,local,diversity]'
+.venv/bin/ruff check .
+.venv/bin/python -m pytest "$@"
+
+[ -x .venv-v1/bin/python ] || python3 -m venv .venv-v1
+.venv-v1/bin/python -m pip install -q --upgrade pip
+.venv-v1/bin/python -m pip install -q -e '.[v1,test]'
+exec .venv-v1/bin/python -m pytest tests_v1

@@ -1,0 +1,51 @@
+"""The real v1 ``vf-eval self-improve`` against the scripted OpenAI server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import verifiers.v1 as vf
+
+import prompts
+import v1_env
+from conftest import VfEvalFailed, run_vf_eval
+from scripted_server import ScriptedServer
+
+
+def test_vf_eval_saves_exit_groups_scored_by_the_scripted_correctness(scripted_server: ScriptedServer,
+                                                                       tmp_path: Path) -> None:
+    rows = run_vf_eval(scripted_server.url, tmp_path, "-n", "3", "-c", "1", "--env.rollouts-per-group", "4",
+                       "--env.min-buffer-size", "4", "--env.select-prob", "1.0",
+                       "--env.taskset.num-train-examples", "10")
+    episodes = [vf.WireEpisode.model_validate(row) for row in rows]
+    assert len(episodes) == 3 and all(episode.ok and len(episode.traces) == 4 for episode in episodes)
+    steps = []
+    for episode in episodes:
+        seed = episode.task.data.model_extra
+        assert episode.task.key == seed["task_id"] and seed["step"] == "base"  # the dispatched task
+        data = episode.traces[0].task.data.model_extra
+        steps.append(data["step"])
+        plan = v1_env.plan_of(v1_env.SelfImproveData.model_validate(episode.traces[0].task.data.model_dump()))
+        rewards = []
+        for trace in episode.traces:
+            behaviour = scripted_server.behaviour_of(trace.last_reply)
+            assert trace.reward == float(behaviour == "correct")
+            assert trace.rewards["correct"].score == trace.metrics["solved"] == float(behaviour == "correct")
+            assert trace.rewards["format"].score == float(behaviour in ("correct", "wrong"))
+            assert [m.model_dump(exclude_none=True) for m in trace.branches[-1].messages[:-1]] == plan.messages()
+            rewards.append(trace.reward)
+        assert all(t.metrics["learnability"] == pytest.approx(float(np.var(rewards))) for t in episode.traces)
+    # Group 1 fills the buffer with its 4 responses; from then on every group starts from one.
+    assert steps[0] == "base" and set(steps[1:]) <= {"improve", "diverge"}
+    opening = {"improve": prompts.SELF_IMPROVE_TEMPLATE[:30], "diverge": prompts.SELF_DIVERGE_TEMPLATE[:30]}
+    for episode, step in zip(episodes[1:], steps[1:], strict=True):
+        assert episode.traces[0].task.data.prompt[1].content.startswith(opening[step])
+
+
+def test_vf_eval_names_a_bad_argument(scripted_server: ScriptedServer, tmp_path: Path) -> None:
+    with pytest.raises(VfEvalFailed) as failure:
+        run_vf_eval(scripted_server.url, tmp_path, "-n", "1", "--env.kappa", "-1")
+    assert "kappa: must be a number in [0.0, inf)" in failure.value.output
+    assert not scripted_server.requests
