@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -321,10 +321,17 @@ class DiversityBonus:
         self.min_range = min_range
         self.mode = mode
         self.cache = BufferEmbeddings()
+        self._buffer_texts: list[str] | None = None
 
-    def claim(self, instances: Iterable[Instance]) -> list[str]:
-        """Buffer texts still lacking a vector (a resumed buffer), to embed along with the next group."""
-        return self.cache.claim_missing(instance_text(instance) for instance in instances)
+    def claim(self, read_buffer: Callable[[], Iterable[Instance]]) -> list[str]:
+        """Buffer texts still lacking a vector (a resumed buffer), to embed along with the next group.
+
+        The texts are those ``buffer_diversity`` saw last; only the first group reads the buffer
+        here, so a remote store is read once per group, not twice.
+        """
+        if self._buffer_texts is None:
+            self._buffer_texts = [instance_text(instance) for instance in read_buffer()]
+        return self.cache.claim_missing(self._buffer_texts)
 
     def embed(self, responses: Sequence[str], catch_up: list[str]) -> np.ndarray:
         """Embed a group's responses and then the claimed texts, in one batch (blocking)."""
@@ -348,6 +355,6 @@ class DiversityBonus:
 
     def buffer_diversity(self, instances: Iterable[Instance]) -> float:
         """Mean pairwise cosine distance of the buffer's texts; vectors of texts that left are dropped."""
-        texts = [instance_text(instance) for instance in instances]
+        texts = self._buffer_texts = [instance_text(instance) for instance in instances]
         self.cache.retain(texts)
         return self.cache.diversity(texts)

@@ -232,7 +232,7 @@ class ExitLoop:
         vectors, catch_up = None, []
         if self.diversity is not None:
             with self._store_lock:
-                catch_up = self.diversity.claim(self._instances())
+                catch_up = self.diversity.claim(self._instances)
             vectors = self.diversity.embed(group.responses, catch_up)
         state = None
         with self._store_lock:

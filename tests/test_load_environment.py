@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import inspect
 import json
+import math
 
 import pytest
 import verifiers as vf
 
+import exit_config
 import gsm8k_data
 from exit_config import PRESETS
 from self_improve import ExitEnv, load_environment
@@ -93,6 +96,26 @@ def test_papers_sizes_remain_reachable() -> None:
     assert (config.buffer_size, config.min_buffer_size) == (512, 128)
 
 
+def test_the_readme_argument_table_is_the_one_generated_from_the_config_fields() -> None:
+    readme = (gsm8k_data.DATA_DIR.parent / "README.md").read_text()
+    assert exit_config.arguments_table() in readme, (
+        "README's Environment Arguments table differs from ExitConfig: paste the output of "
+        "python -c 'import exit_config; print(exit_config.arguments_table())'")
+
+
+def test_every_config_field_has_a_one_line_doc_and_a_default() -> None:
+    docs = exit_config.field_docs(exit_config.ExitConfig)
+    for field in dataclasses.fields(exit_config.ExitConfig):
+        assert field.default is not dataclasses.MISSING, field.name
+        assert docs.get(field.name), f"{field.name} has no docstring under it"
+
+
+def test_load_environment_signature_is_the_config_fields() -> None:
+    parameters = inspect.signature(load_environment).parameters
+    assert [(p.name, p.default) for p in parameters.values()] == [
+        (f.name, f.default) for f in dataclasses.fields(exit_config.ExitConfig)]
+
+
 def test_every_signature_argument_is_documented_in_the_readme() -> None:
     readme = (gsm8k_data.DATA_DIR.parent / "README.md").read_text()
     for name in inspect.signature(load_environment).parameters:
@@ -118,3 +141,38 @@ def test_dataset_without_question_column_raises_naming_the_source(tmp_path) -> N
         (tmp_path / f"{split}.jsonl").write_text('{"problem": "q", "answer": "1"}\n')
     with pytest.raises(ValueError, match="dataset_name"):
         load_environment(dataset_name=str(tmp_path), dataset_config=None)
+
+
+BAD_ARGUMENTS: list[tuple[str, object, str]] = [
+    ("format_weight", math.inf, r"format_weight: must be a number in \[0.0, inf\), got inf"),
+    ("format_weight", math.nan, r"format_weight: must be a number in \[0.0, inf\), got nan"),
+    ("diversity_min_range", math.inf, r"diversity_min_range: must be a number in \[0.0, inf\), got inf"),
+    ("kappa", math.inf, r"kappa: must be a number in \[0.0, inf\), got inf"),
+    ("select_prob", math.nan, r"select_prob: must be a number in \[0.0, 1.0\], got nan"),
+    ("buffer_path", "buffer\x00.json", r"buffer_path: must be a non-empty string without NUL bytes"),
+    ("buffer_path", "", r"buffer_path: must be a non-empty string"),
+    ("buffer_path", "{file}/buffer.json", r"buffer_path: {file}/buffer.json lies under {file}, which is a file"),
+    ("buffer_path", "{folder}", r"buffer_path: {folder} is a directory"),
+    ("buffer_url", "http://127.0.0.1:6379", r"buffer_url: must start with redis://"),
+    ("buffer_prefix", "", r"buffer_prefix: must be a non-empty string"),
+    ("seed", -1, r"seed: must be an integer >= 0"),
+    ("request_seeds", 1, r"request_seeds: must be true or false"),
+]
+"""Arguments that used to be accepted and fail later; ``{file}`` and ``{folder}`` are a regular
+file and a folder of the test's own."""
+
+
+@pytest.mark.parametrize(("argument", "value", "message"), BAD_ARGUMENTS)
+def test_an_argument_that_would_fail_later_is_refused_naming_it_before_any_data_loads(
+        tmp_path, argument: str, value: object, message: str) -> None:
+    regular = tmp_path / "a-file"
+    regular.write_text("not a folder")
+    if isinstance(value, str):
+        value = value.format(file=regular, folder=tmp_path)
+    with pytest.raises(ValueError, match="^" + message.format(file=regular, folder=tmp_path)):
+        load_environment(**{argument: value}, dataset_name=str(tmp_path / "never-read"))
+
+
+def test_buffer_path_and_buffer_url_together_are_refused() -> None:
+    with pytest.raises(ValueError, match="^buffer_path: must be null with buffer_url"):
+        load_environment(buffer_path="b.json", buffer_url="redis://127.0.0.1:6379/0")
