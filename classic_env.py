@@ -10,18 +10,15 @@ local variables, so any number of groups can be in flight.
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 import verifiers as vf
 
 import gsm8k_data
 from exit_config import ExitConfig, resolve_config, signature
-from exit_loop import ExitLoop, GroupPlan, GroupReport, Rollout
+from exit_loop import ExitLoop, GroupPlan, GroupReport, Rollout, route_logs_to
 from grouping import Task
 from rewards import CHECK_KEYS, build_rubric, max_return, response_text
-
-logger = logging.getLogger("self_improve")
 
 
 class RolloutFailed(vf.Error):
@@ -52,15 +49,11 @@ def rollout_of(state: vf.State, parser: vf.Parser) -> Rollout:
     elif state.get("timed_out") or state.get("stop_condition") == "timeout_reached":
         failure = "timed out"
     return Rollout(response=text, reward=float(state["reward"]), correct=bool(state.get(solved_key, False)),
-                   failure=failure)
+                   failure=failure, check_timed_out=bool(state.get(timed_out_key, False)))
 
 
 def write_report(states: list[vf.State], report: GroupReport) -> None:
     """Metrics, shaped rewards or advantages, and failures back into the rollouts' states."""
-    timeouts = sum(bool(state.get(CHECK_KEYS[2])) for state in states)
-    if timeouts:
-        logger.warning("group of %s: %d answer check(s) timed out and count as wrong", report.group.task.task_id,
-                       timeouts)
     for state, metrics, reward, advantage, problem in zip(states, report.metrics, report.rewards,
                                                           report.advantages, report.failures, strict=True):
         state["metrics"].update(metrics)
@@ -114,7 +107,7 @@ def load_environment(**env_args: Any) -> ExitEnv:
             is loaded.
     """
     config = resolve_config(env_args)
-    _route_logs_to_verifiers()
+    route_logs_to("verifiers")
     loop = ExitLoop.from_config(config)
     parser = vf.MaybeThinkParser() if config.use_think else vf.Parser()
     split_args = {"seed": config.seed, "dataset_name": config.dataset_name, "dataset_config": config.dataset_config}
@@ -129,15 +122,6 @@ def load_environment(**env_args: Any) -> ExitEnv:
 
 load_environment.__signature__ = signature()  # type: ignore[attr-defined]
 
-
-def _route_logs_to_verifiers() -> None:
-    """Send the package's log lines wherever verifiers' go (vf-eval, prime-rl), once."""
-    ours, theirs = logging.getLogger("self_improve"), logging.getLogger("verifiers")
-    if not ours.handlers and theirs.handlers:
-        for handler in theirs.handlers:
-            ours.addHandler(handler)
-        ours.setLevel(theirs.getEffectiveLevel())
-        ours.propagate = False
 
 
 def _info_dict(info: Any) -> dict[str, Any]:

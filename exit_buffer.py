@@ -9,9 +9,8 @@ a solved answer needs no further improvement). The buffer keeps the top
 ``capacity`` instances by score and samples instance i with probability
 exp(kappa * S_i) / sum_j exp(kappa * S_j) (Algorithm 1 of the paper).
 
-Contract (shared with prime-rl's curriculum samplers): ``sample()``,
-``observe(group)``, ``state_dict()``, ``load_state_dict()``, ``metrics()``.
-Invariants raise ``ValueError`` naming the bad key.
+It is the in-process ``buffer_store.BufferStore``; invariants raise
+``ValueError`` naming the bad key.
 
 Usage::
 
@@ -29,6 +28,7 @@ Usage::
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 from collections import Counter
@@ -110,9 +110,7 @@ class ExitBuffer:
         capacity: N, the most instances held (paper: 512). When full, a new
             instance enters only if its score is >= the lowest held, replacing
             that one (the oldest of several tied lowest).
-        kappa: inverse temperature of exp(kappa * S) sampling. With binary
-            rewards S <= 0.25, so kappa=1 is almost uniform (largest weight
-            ratio e^0.25 = 1.28); the default 10 gives a ratio of e^2.5 = 12.
+        kappa: inverse temperature of exp(kappa * S) sampling (S <= 0.25).
         seed: seed of the sampling generator; its state is checkpointed.
         store_responses: True for ExIt (instances are partial histories);
             False for the plain learnability curriculum, which stores the
@@ -120,7 +118,7 @@ class ExitBuffer:
     """
 
     remote: bool = False
-    """In process: the ``buffer_store.BufferStore`` contract's calls are plain memory operations."""
+    """In process: every call is a plain memory operation."""
 
     def __init__(
         self,
@@ -144,8 +142,10 @@ class ExitBuffer:
     def _reset_index(self) -> None:
         """Empty the slot arrays and look-up tables (the instances themselves live in ``_slots``).
 
-        Scores, ids and depths are mirrored in numpy arrays so that sampling,
-        eviction and metrics stay vectorised at N = 10^5.
+        Scores, ids and depths are mirrored in numpy arrays so that sampling and
+        metrics stay vectorised at N = 10^5; eviction pops a heap of (score, id,
+        slot), whose entries for a rescored or replaced slot go stale and are
+        skipped (and dropped when the heap outgrows the buffer).
         """
         self._slots: list[Instance] = []
         self._scores = np.zeros(self.capacity, dtype=np.float64)
@@ -154,6 +154,7 @@ class ExitBuffer:
         self._slot_of_id: dict[int, int] = {}
         self._slot_of_key: dict[tuple[str, str], int] = {}
         self._task_counts: Counter[str] = Counter()
+        self._lowest: list[tuple[float, int, int]] = []
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -240,9 +241,11 @@ class ExitBuffer:
 
     def _lowest_slot(self) -> int:
         """The slot of the lowest score; among ties the oldest (ids only increase)."""
-        scores = self._scores[: len(self)]
-        tied = np.flatnonzero(scores == scores.min())
-        return int(tied[np.argmin(self._ids[tied])])
+        while True:
+            score, instance_id, slot = self._lowest[0]
+            if self._ids[slot] == instance_id and self._scores[slot] == score:
+                return slot
+            heapq.heappop(self._lowest)
 
     def _set_slot(self, slot: int, instance: Instance) -> None:
         """Replace the instance in ``slot`` by a new version of itself (same id and key)."""
@@ -250,6 +253,10 @@ class ExitBuffer:
         self._scores[slot] = instance.score
         self._ids[slot] = instance.instance_id
         self._depths[slot] = instance.depth
+        heapq.heappush(self._lowest, (instance.score, instance.instance_id, slot))
+        if len(self._lowest) > 4 * self.capacity:
+            self._lowest = [(float(self._scores[i]), int(self._ids[i]), i) for i in range(len(self))]
+            heapq.heapify(self._lowest)
 
     def _place(self, slot: int, instance: Instance) -> None:
         """Put a new instance into ``slot`` and index it by id, key and task."""
@@ -302,13 +309,7 @@ class ExitBuffer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a ``state_dict``; ``ValueError`` naming the key when it does not fit this buffer."""
         restored = check_state(state, self.capacity, self.kappa, self.store_responses)
-        rng = np.random.default_rng()
-        try:
-            rng.bit_generator.state = state["rng"]
-        except (TypeError, ValueError, KeyError) as error:
-            raise ValueError(f"rng: not a numpy PCG64 generator state ({error})") from error
-        self.step, self._next_id = restored.step, restored.next_id
-        self._rng = rng
+        self.step, self._next_id, self._rng = restored.step, restored.next_id, restored.rng
         self._reset_index()
         for slot, instance in enumerate(restored.instances):
             self._slots.append(instance)
@@ -322,6 +323,7 @@ class CheckedState:
     step: int
     next_id: int
     instances: tuple[Instance, ...]
+    rng: np.random.Generator
 
 
 STATE_KEYS: tuple[str, ...] = ("version", "capacity", "kappa", "store_responses", "step", "next_id", "rng",
@@ -372,7 +374,12 @@ def check_state(state: Any, capacity: int, kappa: float, store_responses: bool) 
             raise ValueError(f"instances: instance {instance.instance_id} repeats the response of another")
         ids.add(instance.instance_id)
         keys.add(key)
-    return CheckedState(step=state["step"], next_id=state["next_id"], instances=instances)
+    rng = np.random.default_rng()
+    try:
+        rng.bit_generator.state = state["rng"]
+    except (TypeError, ValueError, KeyError) as error:
+        raise ValueError(f"rng: not a numpy PCG64 generator state ({error})") from error
+    return CheckedState(step=state["step"], next_id=state["next_id"], instances=instances, rng=rng)
 
 
 def _instance_from_dict(raw: Any) -> Instance:
@@ -387,7 +394,8 @@ def _instance_from_dict(raw: Any) -> Instance:
         numbers = {name: raw[name] for name in ("instance_id", "created_step", "scored_step", "times_sampled")}
         if not all(isinstance(value, int) and not isinstance(value, bool) for value in numbers.values()):
             raise TypeError(f"ids and steps must be integers, got {numbers}")
-        if raw["parent_id"] is not None and (isinstance(raw["parent_id"], bool) or not isinstance(raw["parent_id"], int)):
+        parent = raw["parent_id"]
+        if parent is not None and (isinstance(parent, bool) or not isinstance(parent, int)):
             raise TypeError(f"parent_id must be an integer or null, got {raw['parent_id']!r}")
         if isinstance(raw["score"], bool) or not isinstance(raw["score"], (int, float)):
             raise TypeError(f"score must be a number, got {raw['score']!r}")

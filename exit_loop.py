@@ -39,6 +39,17 @@ from grouping import Group, StepKind, Task
 logger = logging.getLogger("self_improve")
 
 
+def route_logs_to(host_logger: str) -> None:
+    """Send this package's log lines (``self_improve``) wherever the host's logger writes, once:
+    vf-eval and prime-rl set handlers on verifiers' logger only."""
+    theirs = logging.getLogger(host_logger)
+    if not logger.handlers and theirs.handlers:
+        for handler in theirs.handlers:
+            logger.addHandler(handler)
+        logger.setLevel(theirs.getEffectiveLevel())
+        logger.propagate = False
+
+
 @dataclass(frozen=True)
 class GroupPlan:
     """What one whole group is asked: the step kind, its task, and the instance it starts from."""
@@ -128,6 +139,8 @@ class Rollout:
     reward: float
     correct: bool
     failure: str | None = None
+    check_timed_out: bool = False
+    """The answer check ran out of time: the response counts as wrong (it is still a valid rollout)."""
 
     @property
     def problem(self) -> str | None:
@@ -226,6 +239,10 @@ class ExitLoop:
         group = plan.group([r.response for r in rollouts], [r.reward for r in rollouts],
                            [r.correct for r in rollouts], max_return)
         failures = tuple(rollout.problem for rollout in rollouts)
+        timeouts = sum(rollout.check_timed_out for rollout in rollouts)
+        if timeouts:
+            logger.warning("group of %s: %d answer check(s) ran out of time and count as wrong", group.task.task_id,
+                           timeouts)
         if any(failures):
             logger.warning("group of %s left out of the buffer: %d of %d rollouts failed (%s)", group.task.task_id,
                            sum(map(bool, failures)), len(failures), next(f for f in failures if f))

@@ -73,7 +73,8 @@ def diverge_messages(question: str, previous_response: str, system_prompt: str =
     return _with_system(user, system_prompt)
 
 
-def step_messages(kind: StepKind, question: str, previous_response: str, system_prompt: str = SYSTEM_PROMPT) -> Messages:
+def step_messages(kind: StepKind, question: str, previous_response: str,
+                  system_prompt: str = SYSTEM_PROMPT) -> Messages:
     """The messages for a step of the given kind (``previous_response`` unused for base)."""
     if kind == "base":
         return base_messages(question, system_prompt)

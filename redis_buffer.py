@@ -304,11 +304,7 @@ class RedisBuffer:
         """Replace the whole store with a snapshot (of either store), atomically for every worker;
         ``exit_buffer.check_state``'s ``ValueError`` when it does not fit."""
         restored = check_state(state, self.capacity, self.kappa, self.store_responses)
-        rng = np.random.default_rng()
-        try:
-            rng.bit_generator.state = state["rng"]
-        except (TypeError, ValueError, KeyError) as error:
-            raise ValueError(f"rng: not a numpy PCG64 generator state ({error})") from error
+        rng = restored.rng
         held = restored.instances
         columns = {
             "scores": {_member(i.instance_id): i.score for i in held},

@@ -159,7 +159,7 @@ class _SymbolicPool:
         if worker is not None and reply in (b"1\n", b"0\n"):
             self._idle.put(worker)
             return reply == b"1\n"
-        logger.warning("answer_check: no symbolic verdict on %r within %.2f s", predicted[:80], timeout_s)
+        logger.debug("answer_check: no symbolic verdict on %r within %.2f s", predicted[:80], timeout_s)
         if worker is not None:
             self._recover(worker)
         return None

@@ -42,7 +42,7 @@ from pydantic import Field, create_model, model_validator
 
 from exit_buffer import Instance
 from exit_config import ExitConfig, field_docs, resolve_config
-from exit_loop import ExitLoop, GroupPlan, Rollout
+from exit_loop import ExitLoop, GroupPlan, Rollout, route_logs_to
 from grouping import Task
 from v1_taskset import (
     ChatHarness,
@@ -127,12 +127,12 @@ def rollout_of(trace: vf.Trace, use_think: bool = False) -> Rollout:
     if not trace.ok:
         error = trace.last_error
         failure = f"error: {error.type}: {error.message}"[:300] if error else "error"
-    elif trace.is_timeout:
+    elif getattr(trace, "is_timeout", False):  # absent from the v1 of verifiers' 0.3.1 dev builds
         failure = f"timed out ({trace.stop_condition})"
     check = trace.info.get("exit_check") or {}
     correct = check.get("correct", trace.metrics.get("solved") or 0.0)  # the task's check, else its metric
     return Rollout(response=reply_text(trace, use_think), reward=float(trace.reward), correct=bool(correct),
-                   failure=failure)
+                   failure=failure, check_timed_out=bool(check.get("timed_out", False)))
 
 
 def max_return(config: SelfImproveTaskConfig) -> float:
@@ -160,7 +160,7 @@ class ExitEnv(vf.Env[ExitEnvConfig]):  # type: ignore[valid-type]
         self.loop = ExitLoop.from_config(self.exit_config)
 
     async def start(self) -> None:
-        _route_logs_to_verifiers()
+        route_logs_to("verifiers.v1")
         if multiprocessing.parent_process() is not None and not self.loop.store.remote:
             logger.warning("ExitEnv runs in a spawned worker process (an env-server pool?): every worker keeps "
                            "its own ExIt buffer. Serve it with one static worker "
@@ -225,15 +225,6 @@ def prime_rl_problems(config: Mapping[str, Any]) -> list[str]:
                                 f"got {env.get('strategy', 'diverge')!r}")
     return problems
 
-
-def _route_logs_to_verifiers() -> None:
-    """Send the package's log lines wherever verifiers' go (vf-eval's log file, an env server's), once."""
-    ours, theirs = logging.getLogger("self_improve"), logging.getLogger("verifiers.v1")
-    if not ours.handlers and theirs.handlers:
-        for handler in theirs.handlers:
-            ours.addHandler(handler)
-        ours.setLevel(theirs.getEffectiveLevel())
-        ours.propagate = False
 
 
 __all__ = [

@@ -45,7 +45,8 @@ from exit_config import DEFAULT_EMBEDDING_MODEL  # noqa: E402
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base-url", help="OpenAI-compatible server to generate with (default: start the built-in one)")
+    parser.add_argument("--base-url",
+                        help="OpenAI-compatible server to generate with (default: start the built-in one)")
     parser.add_argument("--model", help="model name at --base-url (default: the built-in model's name)")
     parser.add_argument("--group-size", type=int, default=8, help="G, responses per group (default 8, the paper's)")
     parser.add_argument("--question", type=int, default=0, help="index of the GSM8K test question (default 0)")
@@ -138,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"G={args.group_size}, question {args.question} of the GSM8K test split, embedding model "
           f"{args.embedding_model}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     if args.embed_only:
-        texts = [r["answer"].split("####")[0].strip() for r in gsm8k_data.load_raw("test").select(range(args.group_size))]
+        rows = gsm8k_data.load_raw("test").select(range(args.group_size))
+        texts = [r["answer"].split("####")[0].strip() for r in rows]
         cold = time_embedding(args.embedding_model, texts)
         warm = warm_times(args.embedding_model, texts, args.repeats)
         print(f"texts: {args.group_size} GSM8K gold solutions, {words(texts)}")
@@ -162,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.contended:
             busy, busy_generation_s = asyncio.run(contended(base_url, model, row["question"], texts, args))
             busy_median = statistics.median(busy)
-            print(f"embedding non-stop while a second group generates ({busy_generation_s:.1f} s, {len(busy)} batches): "
+            print(f"embedding non-stop while a second group generates "
+                  f"({busy_generation_s:.1f} s, {len(busy)} batches): "
                   f"median {busy_median * 1000:.0f} ms per group; ratio {busy_median / busy_generation_s:.2%}")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     return 0

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -109,10 +109,11 @@ def scripted_server_process() -> Iterator[str]:
 
 
 def vf_eval_seconds(env_id: str, url: str, num_examples: int, rollouts: int, concurrency: int,
-                    env_args: dict[str, Any] | None = None) -> float:
-    """Wall time of one real ``vf-eval`` run; raises if it fails."""
+                    env_args: dict[str, Any] | None = None, extra: Sequence[str] = ()) -> float:
+    """Wall time of one real ``vf-eval`` run (``extra``: more flags); raises if it fails."""
     command = [str(Path(sys.executable).with_name("vf-eval")), env_id, "-m", "scripted", "-b", url,
-               "-k", "SCRIPTED_KEY", "-n", str(num_examples), "-r", str(rollouts), "-c", str(concurrency), "-d"]
+               "-k", "SCRIPTED_KEY", "-n", str(num_examples), "-r", str(rollouts), "-c", str(concurrency), "-d",
+               *extra]
     if env_args:
         command += ["-a", json.dumps(env_args)]
     environment = {**os.environ, "SCRIPTED_KEY": "not-a-secret",
@@ -199,8 +200,8 @@ def rubric_score_group_us(env: Any, client: Any) -> float:
     per-rollout reward and metric functions included (the hook is bypassed to get the states)."""
     import verifiers as vf
 
+    from classic_env import input_task, rewrite_input
     from exit_loop import GroupPlan
-    from self_improve import input_task, rewrite_input
 
     row = dict(env.eval_dataset[0])
     plan = GroupPlan("base", input_task(row))
@@ -248,9 +249,10 @@ def timed(record: list[float], function: Callable[..., Any]) -> Callable[..., An
 def bench_in_process(args: argparse.Namespace) -> list[str]:
     """Section 2: whole groups in process, and where the difference goes."""
     import plain_gsm8k
+
     from buffer_file import write_state
+    from classic_env import input_task, load_environment, rewrite_input
     from exit_loop import Rollout
-    from self_improve import input_task, load_environment, rewrite_input
 
     plain, exit_env = plain_gsm8k.load_environment(), load_environment(strategy="diverge")
     buffer = exit_env.buffer
@@ -285,6 +287,7 @@ def bench_in_process(args: argparse.Namespace) -> list[str]:
     hook_us = sum(in_hook.values())
     rubric_us = {name: rubric_score_group_us(env, client) for name, env in (("a", plain), ("b", exit_env))}
     rubric_extra = rubric_us["b"] - rubric_us["a"]
+    rest_us = b_us - a_us - hook_us - rubric_extra
     with tempfile.TemporaryDirectory() as folder:
         persist_ms = per_op_us(lambda: write_state(buffer.state_dict(), Path(folder) / "buffer.json"), min_ops=5) / 1e3
     return [
@@ -303,8 +306,7 @@ def bench_in_process(args: argparse.Namespace) -> list[str]:
         f"| rubric: {rubric_functions(exit_env)} reward/metric functions vs {rubric_functions(plain)} "
         f"(`env.rubric.score_group`: {rubric_us['b']:,.0f} vs "
         f"{rubric_us['a']:,.0f}) | {rubric_extra:,.0f} | {rubric_extra / a_us:.1%} |",
-        f"| rest (longer prompts and info, more metrics per row, noise) | {b_us - a_us - hook_us - rubric_extra:,.0f} | "
-        f"{(b_us - a_us - hook_us - rubric_extra) / a_us:.1%} |",
+        f"| rest (longer prompts and info, more metrics per row, noise) | {rest_us:,.0f} | {rest_us / a_us:.1%} |",
         f"| total difference | {b_us - a_us:,.0f} | {(b_us - a_us) / a_us:.1%} |",
         "",
         f"Not in the run above (no `buffer_path`): saving the buffer ({len(buffer)} instances) with "
@@ -352,8 +354,11 @@ def bench_scaling() -> list[str]:
         buffer = full_buffer(capacity, rng, lambda i: f"response {i}")
         serial = iter(range(10**7, 10**9, G))
         sample_us = per_op_us(buffer.sample)
-        observe_us = per_op_us(lambda: buffer.observe(improve_group(buffer, rng, lambda i: f"response {i}",
-                                                                    next(serial)))) - sample_us
+
+        def observe(buffer: Any = buffer, rng: np.random.Generator = rng, serial: Any = serial) -> None:
+            buffer.observe(improve_group(buffer, rng, lambda i: f"response {i}", next(serial)))
+
+        observe_us = per_op_us(observe) - sample_us
         metrics_us = per_op_us(buffer.metrics, min_ops=5)
         lines.append(f"| {capacity:,} | {sample_us:,.0f} | {observe_us:,.0f} | {metrics_us:,.0f} |")
     return lines
@@ -399,8 +404,8 @@ def main(argv: list[str] | None = None) -> None:
         sections.append(("End to end (vf-eval)", lambda: bench_vf_eval(args)))
     sections += [("In process (run_group)", lambda: bench_in_process(args)),
                  ("Buffer scaling", bench_scaling), ("Buffer memory", bench_memory)]
-    print(f"`{' '.join(['.venv/bin/python', 'scripts/bench_overhead.py', *(argv if argv is not None else sys.argv[1:])])}`"
-          f", {os.cpu_count()} CPU cores\n")
+    command = ["scripts/bench_overhead.py", *(argv if argv is not None else sys.argv[1:])]
+    print(f"`.venv/bin/python {' '.join(command)}`, {os.cpu_count()} CPU cores\n")
     for title, section in sections:
         started = time.perf_counter()
         lines = section()

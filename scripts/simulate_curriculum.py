@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     plot_traces(by_strategy, [("sampled_learnability", "mean learnability S of buffer-sampled groups", True),
                               ("sampled_depth", "mean depth of buffer-sampled groups", True)],
-                "Simulated learner: what the buffer samples (cf. paper Fig. 6)", args.out / "fig6_learnability_depth.png")
+                "Simulated learner: what the buffer samples (cf. paper Fig. 6)",
+                args.out / "fig6_learnability_depth.png")
     plot_traces(by_strategy, [("distinct_trained", "distinct prompts trained on (S > 0)", False)],
                 "Simulated learner: distinct instances trained on (cf. paper Fig. 7)", args.out / "fig7_distinct.png")
     plot_heldout(by_strategy, args.out / "heldout_kstep.png")

@@ -22,8 +22,15 @@ from hypothesis.extra.numpy import arrays
 
 import diversity
 from conftest import REPO, run_vf_eval
-from diversity import (BufferEmbeddings, bonus_advantages, diversity_bonus, embed_texts, instance_text,
-                       mean_pairwise_cosine_distance, shaped_returns)
+from diversity import (
+    BufferEmbeddings,
+    bonus_advantages,
+    diversity_bonus,
+    embed_texts,
+    instance_text,
+    mean_pairwise_cosine_distance,
+    shaped_returns,
+)
 from exit_config import DEFAULT_EMBEDDING_MODEL
 from scripted_server import ScriptedServer, cycle_policy
 from test_exit_hook import client_for, group_inputs, small_env

@@ -12,10 +12,11 @@ from openai import AsyncOpenAI
 from verifiers.clients.openai_chat_completions_client import OpenAIChatCompletionsClient
 
 from buffer_file import read_state
+from classic_env import ExitEnv
 from grouping import Group
 from rewards import improvement_reward
 from scripted_server import ChatRequest, ScriptedServer, cycle_policy
-from self_improve import ExitEnv, load_environment
+from self_improve import load_environment
 
 G = 4
 
@@ -60,7 +61,8 @@ def test_group_learnability_is_the_population_variance_of_its_rewards(scripted_s
     env = small_env()
     for outputs in asyncio.run(run_groups(env, scripted_server, [0, 1, 2])):
         rewards = [o["reward"] for o in outputs]
-        assert [o["metrics"]["learnability"] for o in outputs] == pytest.approx([float(np.var(np.array(rewards) / 1.1))] * G)
+        expected = float(np.var(np.array(rewards) / 1.1))
+        assert [o["metrics"]["learnability"] for o in outputs] == pytest.approx([expected] * G)
 
 
 def test_children_inherit_the_group_score_and_solved_children_get_zero(scripted_server: ScriptedServer) -> None:
@@ -156,7 +158,8 @@ def test_concurrent_groups_do_not_share_per_group_state(scripted_server: Scripte
         assert {o["info"]["question"] for o in outputs} == {question}
         assert all(question in contents(o["prompt"])[-1] for o in outputs)
         rewards = [o["reward"] for o in outputs]
-        assert [o["metrics"]["learnability"] for o in outputs] == pytest.approx([float(np.var(np.array(rewards) / 1.1))] * G)
+        expected = float(np.var(np.array(rewards) / 1.1))
+        assert [o["metrics"]["learnability"] for o in outputs] == pytest.approx([expected] * G)
     assert env.buffer.step == 36
 
 

@@ -5,6 +5,9 @@ Driven through the real ``vf-eval --timeout`` against the real scripted server."
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,8 @@ import pytest
 from buffer_file import read_state
 from conftest import run_vf_eval, vf_eval
 from scripted_server import ChatRequest, ScriptedServer
+from self_improve import load_environment
+from test_exit_hook import client_for, group_inputs
 
 FAULTS = ("hang", "blank", "null")
 
@@ -108,3 +113,22 @@ def test_log_lines_reach_the_vf_eval_output(tmp_path: Path, scripted_server: Scr
     _, output = vf_eval(scripted_server.url, second, "-n", "2", "-r", "2", env_args={"buffer_path": str(buffer_path)})
     assert f"resumed buffer from {buffer_path}" in output
     assert "group test-" in output and "step=base" in output
+
+
+def test_a_second_writer_of_a_buffer_file_is_refused_before_it_generates_anything(
+        tmp_path: Path, scripted_server: ScriptedServer) -> None:
+    target = tmp_path / "buffer.json"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from buffer_file import BufferFile; "
+         f"BufferFile({str(target)!r}).claim(); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        env = load_environment(num_eval_examples=2, num_train_examples=1, buffer_path=str(target))
+        with pytest.raises(ValueError, match=f"buffer_path: {target} is being written by another process"):
+            asyncio.run(env.run_group(group_inputs(env, 0), client_for(scripted_server), "scripted",
+                                      {"max_tokens": 64}))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert scripted_server.requests == [], "nothing may be generated for a group that cannot be saved"

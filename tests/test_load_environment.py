@@ -13,8 +13,9 @@ import verifiers as vf
 
 import exit_config
 import gsm8k_data
+from classic_env import ExitEnv
 from exit_config import PRESETS
-from self_improve import ExitEnv, load_environment
+from self_improve import load_environment
 
 
 def test_default_environment_is_a_single_turn_env_over_bundled_gsm8k() -> None:

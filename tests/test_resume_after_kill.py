@@ -31,7 +31,7 @@ G = 4
 KILL_AT_STEP = 6
 API_KEY_VAR = "SCRIPTED_KEY"
 
-WORKER = """
+WORKER = f"""
 import asyncio, sys
 import verifiers as vf
 
@@ -52,7 +52,7 @@ async def main():
     await asyncio.gather(*(loop(offset) for offset in range(3)))
 
 asyncio.run(main())
-""".format(G=G)
+"""
 
 
 def env_args(buffer_path: Path) -> dict[str, Any]:

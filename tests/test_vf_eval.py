@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_vf_eval
 from buffer_file import read_state
+from conftest import run_vf_eval
 from scripted_server import ScriptedServer, cycle_policy
 
 # Empty answers are verifiers' EmptyModelResponseError (retried, then recorded as an error): see

@@ -1,0 +1,39 @@
+"""The prime-rl main configs (``configs/prime-rl-main/``) against the v1 env's own config classes
+and its prime-rl trap check (prime-rl's full ``rl --dry-run`` is ``scripts/prime_rl_dry_run.sh``)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import v1_env
+import v1_taskset
+
+MAIN_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "prime-rl-main").glob("*.toml"))
+
+
+def self_improve_source(path: Path) -> dict:
+    (source,) = tomllib.loads(path.read_text())["orchestrator"]["train"]["source"]
+    return source
+
+
+def test_both_main_configs_are_checked() -> None:
+    assert [path.name for path in MAIN_CONFIGS] == ["gsm8k-exit-redis.toml", "gsm8k-exit.toml"]
+
+
+@pytest.mark.parametrize("path", MAIN_CONFIGS, ids=lambda path: path.name)
+def test_main_config_passes_the_v1_envs_own_prime_rl_check(path: Path) -> None:
+    assert v1_env.prime_rl_problems(tomllib.loads(path.read_text())) == []
+
+
+@pytest.mark.parametrize("path", MAIN_CONFIGS, ids=lambda path: path.name)
+def test_main_config_env_and_taskset_blocks_validate_as_their_config_classes(
+        path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a relative buffer_path is checked against the folder it would go in
+    env = self_improve_source(path)["env"]
+    env_config = v1_env.ExitEnvConfig.model_validate({k: v for k, v in env.items() if k != "taskset"})
+    taskset_config = v1_taskset.SelfImproveTasksetConfig.model_validate(env["taskset"])
+    assert env_config.rollouts_per_group == 8
+    assert taskset_config.task.iteration_reward == "correctness"
