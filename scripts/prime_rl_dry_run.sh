@@ -17,9 +17,6 @@
 #   PYTHON312       a Python 3.12 interpreter (default: python3.12 on PATH, else pyenv's)
 #   PRIME_RL_MAIN   the prime-rl main commit to check (default below, 2026-08-21)
 #   ONLY            space-separated subset of: v0.6.0 v0.7.0 v0.8.0 main patched-main
-#   V1_SHIM=1       for main/patched-main, put a stand-in `self_improve` ahead of this
-#                   repository that re-exports v1_env (self_improve.py's verifiers-0.4
-#                   branch); see docs/prime-rl.md for why prime-rl main needs it at 559b447
 #
 # For every (version, config) pair the script prints PASS or REJECTED: for a pass, the
 # worker pool and environment arguments prime-rl wrote into its orchestrator sub-config;
@@ -112,14 +109,6 @@ venv() {
 
 FAILED=0
 
-# v1_shim: a folder whose self_improve.py takes self_improve.py's verifiers-0.4 branch.
-v1_shim() {
-    mkdir -p "$WORK/v1-shim"
-    printf '%s\n' "# Stand-in for self_improve.py's verifiers-0.4 branch (scripts/prime_rl_dry_run.sh V1_SHIM=1)." \
-        "from v1_env import *  # noqa: F403" "from v1_env import __all__  # noqa: F401" >"$WORK/v1-shim/self_improve.py"
-    echo "$WORK/v1-shim"
-}
-
 # summarise VENV RUN: what the dry run wrote for the self-improve train env (orchestrator
 # sub-config): its worker pool and its environment arguments, whatever the layout.
 summarise() {
@@ -163,7 +152,6 @@ dry_run() {
     # prime_rl.configs is read from the checkout (so a patch applies), and this repository is
     # on the path so that prime-rl main can import the v1 taskset.
     local path="$prime_rl/packages/prime-rl-configs/src:$prime_rl/src"
-    [[ $name == *main && ${V1_SHIM:-0} == 1 ]] && path="$path:$(v1_shim)"
     path="$path:$REPO${EXTRA_PYTHONPATH:+:$EXTRA_PYTHONPATH}"
     (cd "$run" && PYTHONPATH="$path" \
         "$env/bin/python" -m prime_rl.entrypoints.rl @ "$config" --dry-run) >"$run/output.txt" 2>&1 \
