@@ -28,6 +28,8 @@ logger = logging.getLogger("self_improve")
 
 _CLAIMED: dict[str, int] = {}
 """Lock file descriptors of the buffer files this process writes, by real path."""
+_CLAIMING = threading.Lock()
+"""Serialises claims: two threads of one process must not both open and flock one file."""
 
 
 class BufferFile:
@@ -44,7 +46,10 @@ class BufferFile:
 
     def claim(self) -> None:
         """Lock the file for this process and clean stale temporary files; ``ValueError`` if taken."""
-        key = os.path.realpath(self.path)
+        with _CLAIMING:
+            self._claim(os.path.realpath(self.path))
+
+    def _claim(self, key: str) -> None:
         if key in _CLAIMED:
             return
         lock_path = Path(f"{key}.lock")

@@ -168,3 +168,13 @@ def test_a_good_file_resumes_exactly(tmp_path: Path) -> None:
     buffer = ExitBuffer(capacity=4)
     assert BufferFile(str(target)).resume(buffer)
     assert json.loads(json.dumps(buffer.state_dict())) == state
+
+
+def test_threads_of_one_process_claiming_at_once_all_succeed(tmp_path: Path) -> None:
+    """Groups planned concurrently (vf-eval runs a plan per group in threads) claim together."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    target = str(tmp_path / "buffer.json")
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda _: BufferFile(target).claim(), range(64)))
+    assert results == [None] * 64
