@@ -63,6 +63,8 @@ def write_report(states: list[vf.State], report: GroupReport) -> None:
                 step["reward"], step["advantage"] = reward, advantage
         if problem is not None and state.get("error") is None:
             state["error"] = RolloutFailed(problem)
+        for key in CHECK_KEYS:  # read by now; kept out of what the env server sends back
+            state.pop(key, None)
 
 
 class ExitEnv(vf.SingleTurnEnv):
