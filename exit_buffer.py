@@ -14,7 +14,8 @@ It is the in-process ``buffer_store.BufferStore``; invariants raise
 
 Usage::
 
-    >>> from grouping import Group, Task
+    >>> from exit_config import ExitConfig
+from grouping import Group, Task
     >>> buffer = ExitBuffer(capacity=4, kappa=10.0, seed=0)
     >>> task = Task("train-0", "What is 2+3?", "5")
     >>> buffer.observe(Group(task=task, parent_id=None, history=(), history_correct=(),
@@ -38,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from exit_config import ExitConfig
 from grouping import Group, Task
 
 STATE_VERSION: int = 1
@@ -107,10 +109,10 @@ class ExitBuffer:
     """Fixed-capacity, learnability-prioritised buffer of ``Instance`` s.
 
     Args:
-        capacity: N, the most instances held (paper: 512). When full, a new
-            instance enters only if its score is >= the lowest held, replacing
-            that one (the oldest of several tied lowest).
-        kappa: inverse temperature of exp(kappa * S) sampling (S <= 0.25).
+        capacity: N, the most instances held (default ``ExitConfig.buffer_size``).
+            When full, a new instance enters only if its score is >= the lowest
+            held, replacing that one (the oldest of several tied lowest).
+        kappa: inverse temperature of exp(kappa * S) sampling (default ``ExitConfig.kappa``).
         seed: seed of the sampling generator; its state is checkpointed.
         store_responses: True for ExIt (instances are partial histories);
             False for the plain learnability curriculum, which stores the
@@ -122,9 +124,9 @@ class ExitBuffer:
 
     def __init__(
         self,
-        capacity: int = 512,
-        kappa: float = 10.0,
-        seed: int = 0,
+        capacity: int = ExitConfig.buffer_size,
+        kappa: float = ExitConfig.kappa,
+        seed: int = ExitConfig.seed,
         store_responses: bool = True,
     ) -> None:
         if not isinstance(capacity, int) or capacity < 1:
@@ -148,6 +150,7 @@ class ExitBuffer:
         skipped (and dropped when the heap outgrows the buffer).
         """
         self._slots: list[Instance] = []
+        self._keys: list[tuple[str, str]] = []  # each slot's de-duplication key, normalised once
         self._scores = np.zeros(self.capacity, dtype=np.float64)
         self._ids = np.zeros(self.capacity, dtype=np.int64)
         self._depths = np.zeros(self.capacity, dtype=np.int64)
@@ -222,12 +225,13 @@ class ExitBuffer:
         if len(self) < self.capacity:
             slot = len(self)
             self._slots.append(None)  # type: ignore[arg-type]  # filled by _place below
+            self._keys.append(key)
         else:
             slot = self._lowest_slot()
             if score < self._scores[slot]:
                 return
-            self._forget(self._slots[slot])
-        self._place(slot, Instance(
+            self._forget(slot)
+        self._place(slot, key, Instance(
             instance_id=self._next_id,
             task=task,
             iterates=iterates,
@@ -258,17 +262,19 @@ class ExitBuffer:
             self._lowest = [(float(self._scores[i]), int(self._ids[i]), i) for i in range(len(self))]
             heapq.heapify(self._lowest)
 
-    def _place(self, slot: int, instance: Instance) -> None:
-        """Put a new instance into ``slot`` and index it by id, key and task."""
+    def _place(self, slot: int, key: tuple[str, str], instance: Instance) -> None:
+        """Put a new instance, whose key is ``key``, into ``slot`` and index it by id, key and task."""
         self._set_slot(slot, instance)
+        self._keys[slot] = key
         self._slot_of_id[instance.instance_id] = slot
-        self._slot_of_key[self._key(instance)] = slot
+        self._slot_of_key[key] = slot
         self._task_counts[instance.task.task_id] += 1
 
-    def _forget(self, instance: Instance) -> None:
-        """Drop an evicted instance from the indexes (its slot is about to be reused)."""
+    def _forget(self, slot: int) -> None:
+        """Drop the instance in ``slot`` from the indexes (the slot is about to be reused)."""
+        instance = self._slots[slot]
         del self._slot_of_id[instance.instance_id]
-        del self._slot_of_key[self._key(instance)]
+        del self._slot_of_key[self._keys[slot]]
         self._task_counts[instance.task.task_id] -= 1
         if not self._task_counts[instance.task.task_id]:
             del self._task_counts[instance.task.task_id]
@@ -313,7 +319,8 @@ class ExitBuffer:
         self._reset_index()
         for slot, instance in enumerate(restored.instances):
             self._slots.append(instance)
-            self._place(slot, instance)
+            self._keys.append(self._key(instance))
+            self._place(slot, self._keys[slot], instance)
 
 
 @dataclass(frozen=True)

@@ -267,8 +267,8 @@ class ExitLoop:
         if shaping is not None:
             for row, d in zip(metrics, shaping.bonus, strict=True):
                 row["diversity"] = d
-        logger.info("group %s step=%s depth=%d S=%.4f observed=%s buffer=%s", group.task.task_id, plan.kind,
-                    plan.depth, group.learnability, observed, buffer_metrics)
+        logger.debug("group %s step=%s depth=%d S=%.4f observed=%s buffer=%s", group.task.task_id, plan.kind,
+                     plan.depth, group.learnability, observed, buffer_metrics)
         return GroupReport(
             group=group,
             rewards=shaping.rewards if shaping else group.returns,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -80,13 +81,13 @@ class Group:
         if not all(math.isfinite(value) and -1e-9 <= value <= self.max_return + 1e-9 for value in self.returns):
             raise ValueError(f"returns: must lie in [0, max_return={self.max_return}], got {self.returns}")
 
-    @property
+    @cached_property
     def learnability(self) -> float:
-        """S = population variance of the returns rescaled into [0, 1] (0 for G=1)."""
+        """S = population variance of the returns rescaled into [0, 1] (0 for G=1); computed once."""
         return float(np.var(np.asarray(self.returns, dtype=np.float64) / self.max_return))
 
-    @property
+    @cached_property
     def advantages(self) -> tuple[float, ...]:
-        """Mean-centred GRPO advantages A_i = r_i - mean(r), as verifiers computes them."""
+        """Mean-centred GRPO advantages A_i = r_i - mean(r), as verifiers computes them; computed once."""
         returns = np.asarray(self.returns, dtype=np.float64)
         return tuple(float(a) for a in returns - returns.mean())

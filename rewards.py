@@ -15,12 +15,15 @@ left to improve: the limit of every epsilon regularisation).
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from typing import Any, TypeVar
 
 import verifiers as vf
 
 from answer_check import check_async, extract_boxed
 from exit_config import IterationReward
+
+Func = TypeVar("Func", bound=Any)
 
 CHECK_KEYS: tuple[str, str, str] = ("exit_response", "exit_solved", "exit_check_timed_out")
 """State keys of the one answer check of a rollout (plain values, so states stay serialisable)."""
@@ -84,14 +87,22 @@ def build_rubric(parser: vf.Parser, iteration_reward: IterationReward, format_we
     """Rubric: step return (weight 1), format (``format_weight``), group accuracy (weight 0).
 
     Metrics that are constants of a group's plan (step kind, depth, ...) are
-    written by the ExIt hook instead: each rubric function costs verifiers
-    about 0.2 ms per group.
+    written by the ExIt hook instead of by more rubric functions.
     """
     rubric = vf.Rubric(parser=parser)
-    rubric.add_reward_func(make_correct_answer(iteration_reward), weight=1.0)
-    rubric.add_reward_func(format_reward, weight=format_weight)
-    rubric.add_metric(group_accuracy)
+    rubric.add_reward_func(with_signature(make_correct_answer(iteration_reward)), weight=1.0)
+    rubric.add_reward_func(with_signature(format_reward), weight=format_weight)
+    rubric.add_metric(with_signature(group_accuracy))
     return rubric
+
+
+def with_signature(func: Func) -> Func:
+    """``func`` with its signature computed once: verifiers calls ``inspect.signature`` on
+    every reward function for every rollout, which costs more than our functions do
+    (``scripts/bench_overhead.py`` measures the rubric). ``inspect.signature`` returns
+    ``__signature__`` when it is set, so what verifiers sees is unchanged."""
+    func.__signature__ = inspect.signature(func)
+    return func
 
 
 def max_return(rubric: vf.Rubric) -> float:

@@ -6,8 +6,9 @@ Four measurements, printed as Markdown tables:
    GSM8K ``SingleTurnEnv`` (``scripts/bench_envs/plain_gsm8k.py``) and (b)
    ``self-improve`` with ExIt on (default strategy ``diverge``), same -n/-r/-c,
    against the scripted OpenAI server (``scripted_server.py``) running
-   in a separate process and answering instantly. Repetitions are
-   interleaved a, b, a, b, ...; medians and the ratio b/a. A tiny run
+   in a separate process (a fresh one per run) and answering instantly.
+   Repetitions alternate the order (a b, b a, ...); medians, the ratio b/a
+   and the median of the paired ratios. A tiny run
    (-n 1 -r 1) of each measures start-up, so the ratio of the remaining
    (per-rollout) time is reported too.
 2. In process: ``env.run_group`` for both environments with an in-process
@@ -132,13 +133,15 @@ def bench_vf_eval(args: argparse.Namespace) -> list[str]:
     runs = {"a": ("plain_gsm8k", None), "b": ("self-improve", {"strategy": "diverge"})}
     sizes = {"full": (args.num_examples, args.rollouts_per_example), "start-up": (1, 1)}
     times: dict[tuple[str, str], list[float]] = {(size, env): [] for size in sizes for env in runs}
-    with scripted_server_process() as url:
-        for rep in range(args.reps):
-            for size, (n, r) in sizes.items():
-                for env, (env_id, env_args) in runs.items():
+    for rep in range(args.reps):
+        order = list(runs) if rep % 2 == 0 else list(runs)[::-1]  # a b, b a, ...: drift favours neither
+        for size, (n, r) in sizes.items():
+            for env in order:
+                env_id, env_args = runs[env]
+                with scripted_server_process() as url:  # a fresh server: its request log starts empty
                     seconds = vf_eval_seconds(env_id, url, n, r, args.max_concurrent, env_args)
-                    times[(size, env)].append(seconds)
-                    print(f"  rep {rep + 1} {size:8s} {env_id:13s} {seconds:7.2f} s", file=sys.stderr)
+                times[(size, env)].append(seconds)
+                print(f"  rep {rep + 1} {size:8s} {env_id:13s} {seconds:7.2f} s", file=sys.stderr)
     median = {key: statistics.median(values) for key, values in times.items()}
     rows = [f"| rep {i + 1} | {times[('full', 'a')][i]:.2f} | {times[('full', 'b')][i]:.2f} | "
             f"{times[('full', 'b')][i] / times[('full', 'a')][i]:.3f} |" for i in range(args.reps)]
@@ -147,7 +150,8 @@ def bench_vf_eval(args: argparse.Namespace) -> list[str]:
     marginal_b = median[("full", "b")] - median[("start-up", "b")]
     return [
         f"vf-eval -n {args.num_examples} -r {args.rollouts_per_example} -c {args.max_concurrent}, "
-        f"{args.reps} interleaved repetitions, instant scripted server in its own process:",
+        f"{args.reps} repetitions in alternating order (a b, b a, ...), a fresh instant scripted server "
+        "in its own process for each run:",
         "",
         "| run | (a) plain GSM8K s | (b) self-improve, ExIt on s | b/a |",
         "|---|---|---|---|",

@@ -1,4 +1,5 @@
-"""Shared fixtures: the scripted OpenAI-compatible server and a ``vf-eval`` runner."""
+"""Shared fixtures: the scripted OpenAI-compatible server, a ``vf-eval`` runner, and a
+buffer file held by another process."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,34 @@ def scripted_server() -> Iterator[ScriptedServer]:
     server = ScriptedServer().start()
     yield server
     server.stop()
+
+
+@dataclass
+class HeldFile:
+    """A buffer file claimed by another live process (``BufferFile.claim``), until ``release``."""
+
+    path: Path
+    holder: subprocess.Popen
+
+    def release(self) -> None:
+        """Kill the holder, as a crashed writer dies: its lock goes with it."""
+        self.holder.kill()
+        self.holder.wait()
+
+
+@pytest.fixture
+def held_buffer_file(tmp_path: Path) -> Iterator[HeldFile]:
+    path = tmp_path / "buffer.json"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from buffer_file import BufferFile; "
+         f"BufferFile({str(path)!r}).claim(); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    held = HeldFile(path, holder)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield held
+    finally:
+        held.release()
 
 
 def run_vf_eval(server_url: str, output_dir: Path, *args: str, env_args: dict | None = None,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +11,7 @@ from typing import Any
 import pytest
 
 from buffer_file import BufferFile, read_state
+from conftest import HeldFile
 from exit_buffer import ExitBuffer
 from test_exit_buffer import base_group
 
@@ -55,20 +54,12 @@ def test_corrupt_buffer_file_raises_naming_the_path(tmp_path: Path) -> None:
         read_state(target)
 
 
-def test_a_second_process_cannot_write_the_same_buffer_file_until_the_first_dies(tmp_path: Path) -> None:
-    target = tmp_path / "buffer.json"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import time; from buffer_file import BufferFile; "
-         f"BufferFile({str(target)!r}).claim(); print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(ValueError, match="buffer_path: .*another process"):
-            BufferFile(str(target)).claim()
-    finally:
-        holder.kill()
-        holder.wait()
-    BufferFile(str(target)).claim()
+def test_a_second_process_cannot_write_the_same_buffer_file_until_the_first_dies(
+        held_buffer_file: HeldFile) -> None:
+    with pytest.raises(ValueError, match="buffer_path: .*another process"):
+        BufferFile(str(held_buffer_file.path)).claim()
+    held_buffer_file.release()
+    BufferFile(str(held_buffer_file.path)).claim()
 
 
 def test_claiming_removes_temporary_files_a_killed_writer_left(tmp_path: Path) -> None:

@@ -6,14 +6,12 @@ Driven through the real ``vf-eval --timeout`` against the real scripted server."
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from buffer_file import read_state
-from conftest import run_vf_eval, vf_eval
+from conftest import HeldFile, run_vf_eval, vf_eval
 from scripted_server import ChatRequest, ScriptedServer
 from self_improve import load_environment
 from test_exit_hook import client_for, group_inputs
@@ -105,30 +103,24 @@ def test_failed_rollouts_are_not_scored_as_buffer_parents(faulty_run) -> None:
     assert not (failed_parents - complete_parents) & scored_later
 
 
-def test_log_lines_reach_the_vf_eval_output(tmp_path: Path, scripted_server: ScriptedServer) -> None:
+def test_log_lines_reach_the_vf_eval_output_and_per_group_lines_only_with_verbose(
+        tmp_path: Path, scripted_server: ScriptedServer) -> None:
     buffer_path = tmp_path / "buffer.json"
-    run_vf_eval(scripted_server.url, tmp_path, "-n", "2", "-r", "2", env_args={"buffer_path": str(buffer_path)})
+    _, quiet = vf_eval(scripted_server.url, tmp_path, "-n", "2", "-r", "2", env_args={"buffer_path": str(buffer_path)})
+    assert "group test-" not in quiet
     second = tmp_path / "again"
     second.mkdir()
-    _, output = vf_eval(scripted_server.url, second, "-n", "2", "-r", "2", env_args={"buffer_path": str(buffer_path)})
-    assert f"resumed buffer from {buffer_path}" in output
-    assert "group test-" in output and "step=base" in output
+    _, verbose = vf_eval(scripted_server.url, second, "-n", "2", "-r", "2", "-v",
+                         env_args={"buffer_path": str(buffer_path)})
+    assert f"resumed buffer from {buffer_path}" in verbose
+    assert "group test-" in verbose and "step=base" in verbose
 
 
 def test_a_second_writer_of_a_buffer_file_is_refused_before_it_generates_anything(
-        tmp_path: Path, scripted_server: ScriptedServer) -> None:
-    target = tmp_path / "buffer.json"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import time; from buffer_file import BufferFile; "
-         f"BufferFile({str(target)!r}).claim(); print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        env = load_environment(num_eval_examples=2, num_train_examples=1, buffer_path=str(target))
-        with pytest.raises(ValueError, match=f"buffer_path: {target} is being written by another process"):
-            asyncio.run(env.run_group(group_inputs(env, 0), client_for(scripted_server), "scripted",
-                                      {"max_tokens": 64}))
-    finally:
-        holder.kill()
-        holder.wait()
+        held_buffer_file: HeldFile, scripted_server: ScriptedServer) -> None:
+    target = held_buffer_file.path
+    env = load_environment(num_eval_examples=2, num_train_examples=1, buffer_path=str(target))
+    with pytest.raises(ValueError, match=f"buffer_path: {target} is being written by another process"):
+        asyncio.run(env.run_group(group_inputs(env, 0), client_for(scripted_server), "scripted",
+                                  {"max_tokens": 64}))
     assert scripted_server.requests == [], "nothing may be generated for a group that cannot be saved"
