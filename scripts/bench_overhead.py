@@ -21,7 +21,7 @@ Four measurements, printed as Markdown tables:
 4. Memory: tracemalloc peak of a full 512-instance buffer of ~1,000-token
    (4,000-character) responses, and the size and write time of its saved state.
 
-    .venv/bin/python scripts/bench_overhead.py               # everything (about 5 minutes on 2 cores; 7 with --reps 5)
+    .venv/bin/python scripts/bench_overhead.py               # everything (about 14 minutes on 2 cores)
     .venv/bin/python scripts/bench_overhead.py --skip-vf-eval # sections 2-4 (about 40 s)
 """
 
@@ -64,7 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="vf-eval -n (default 1319, the whole GSM8K test split)")
     parser.add_argument("-r", "--rollouts-per-example", type=int, default=8, help="vf-eval -r (default 8)")
     parser.add_argument("-c", "--max-concurrent", type=int, default=64, help="vf-eval -c (default 64)")
-    parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions per environment (default 3)")
+    parser.add_argument("--reps", type=int, default=6,
+                        help="repetitions per environment, in alternating order (default 6)")
     parser.add_argument("--groups", type=int, default=600,
                         help="groups per environment in the in-process run (default 600)")
     parser.add_argument("--skip-vf-eval", action="store_true", help="skip section 1 (the slow end-to-end runs)")
