@@ -39,6 +39,11 @@ class BufferStore(Protocol):
     remote: bool
     """True when calls do network I/O (the loop then runs them off the event loop)."""
 
+    stream: int
+    """Which of the store's clients this one is: 0 for the first (and for an in-process store).
+    The loop draws its select/diverge coins and request seeds from a stream of its own, so
+    workers sharing one store do not decide in lockstep."""
+
     @property
     def step(self) -> int:
         """Groups observed so far."""

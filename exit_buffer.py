@@ -122,6 +122,9 @@ class ExitBuffer:
     remote: bool = False
     """In process: every call is a plain memory operation."""
 
+    stream: int = 0
+    """The only client of its own buffer."""
+
     def __init__(
         self,
         capacity: int = ExitConfig.buffer_size,

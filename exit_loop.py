@@ -178,8 +178,9 @@ class ExitLoop:
         self.diversity = diversity
         self.checkpoint = checkpoint
         self.blocking = store.remote or diversity is not None or checkpoint is not None
-        self._select_rng = np.random.default_rng([config.seed, 1])
-        self._request_seed_rng = np.random.default_rng([config.seed, 2])
+        worker = [store.stream] if store.stream else []  # the first client keeps the single-process streams
+        self._select_rng = np.random.default_rng([config.seed, 1, *worker])
+        self._request_seed_rng = np.random.default_rng([config.seed, 2, *worker])
         self._rng_lock = threading.Lock()
         self._store_lock: Any = nullcontext() if store.remote else threading.Lock()
         self._claimed = checkpoint is None

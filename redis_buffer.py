@@ -156,7 +156,9 @@ class RedisBuffer:
         except redis.RedisError as error:
             raise ValueError(f"buffer_url: cannot reach {self.url} ({self._scrub(error)})") from None
         self._check_config(reply)
-        self._rng = np.random.default_rng([seed, int(reply[1])])
+        self.stream = int(reply[1])
+        """This client's index among every client the store has had (``BufferStore.stream``)."""
+        self._rng = np.random.default_rng([seed, self.stream])
 
     def __repr__(self) -> str:
         return (f"RedisBuffer(url={self.url!r}, prefix={self.prefix!r}, capacity={self.capacity}, "

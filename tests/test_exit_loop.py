@@ -80,6 +80,7 @@ class Unreachable:
     """A remote store whose server is down: every call raises ``StoreUnavailable``."""
 
     remote = True
+    stream = 0
     step = 0
 
     def __len__(self) -> int:

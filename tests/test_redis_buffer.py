@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 from buffer_store import BufferStore, StoreUnavailable
 from exit_buffer import ExitBuffer
+from exit_config import ExitConfig
+from exit_loop import ExitLoop
 from grouping import Group, Task
 from redis_buffer import RedisBuffer, redact
 from redis_fixture import fresh_prefix, group_for, own_server, redis_server, redis_store  # noqa: F401 (fixtures)
@@ -386,3 +388,22 @@ def test_workers_sharing_a_store_and_a_seed_draw_different_streams(redis_server)
     second = redis_store(redis_server.url, seed=11, prefix=first.prefix)
     fill(first)
     assert [first.sample().instance_id for _ in range(20)] != [second.sample().instance_id for _ in range(20)]
+
+
+def test_workers_on_one_store_draw_their_own_coins_and_request_seeds_and_the_first_matches_one_process(
+        redis_server) -> None:
+    config = ExitConfig(min_buffer_size=1, select_prob=0.5, divergence_prob=0.5).resolved()
+    prefix = fresh_prefix()
+    workers = [ExitLoop(config, redis_store(redis_server.url, prefix=prefix)) for _ in range(3)]
+    alone = ExitLoop(config, ExitBuffer(config.buffer_size, config.kappa, config.seed))
+    assert [loop.store.stream for loop in workers] == [0, 1, 2] and alone.store.stream == 0
+    workers[0].store.observe(base())
+    alone.store.observe(base())
+
+    def decisions(loop: ExitLoop) -> list[tuple[str, int]]:
+        return [(loop.plan(TASK).kind, loop.request_seed()) for _ in range(40)]
+
+    first, second, third = (decisions(loop) for loop in workers)
+    assert first == decisions(alone)
+    assert len({tuple(first), tuple(second), tuple(third)}) == 3
+    assert {kind for kind, _ in second} == {"base", "improve", "diverge"}
