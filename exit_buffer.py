@@ -14,8 +14,7 @@ It is the in-process ``buffer_store.BufferStore``; invariants raise
 
 Usage::
 
-    >>> from exit_config import ExitConfig
-from grouping import Group, Task
+    >>> from grouping import Group, Task
     >>> buffer = ExitBuffer(capacity=4, kappa=10.0, seed=0)
     >>> task = Task("train-0", "What is 2+3?", "5")
     >>> buffer.observe(Group(task=task, parent_id=None, history=(), history_correct=(),
@@ -320,10 +319,10 @@ class ExitBuffer:
         restored = check_state(state, self.capacity, self.kappa, self.store_responses)
         self.step, self._next_id, self._rng = restored.step, restored.next_id, restored.rng
         self._reset_index()
-        for slot, instance in enumerate(restored.instances):
+        for slot, (instance, key) in enumerate(zip(restored.instances, restored.keys, strict=True)):
             self._slots.append(instance)
-            self._keys.append(self._key(instance))
-            self._place(slot, self._keys[slot], instance)
+            self._keys.append(key)
+            self._place(slot, key, instance)
 
 
 @dataclass(frozen=True)
@@ -333,6 +332,8 @@ class CheckedState:
     step: int
     next_id: int
     instances: tuple[Instance, ...]
+    keys: tuple[tuple[str, str], ...]
+    """Each instance's de-duplication key, in the same order (normalised once, while checking)."""
     rng: np.random.Generator
 
 
@@ -372,7 +373,7 @@ def check_state(state: Any, capacity: int, kappa: float, store_responses: bool) 
         raise ValueError(f"instances: {len(state['instances'])} saved, above capacity {capacity}")
     instances = tuple(_instance_from_dict(raw) for raw in state["instances"])
     ids: set[int] = set()
-    keys: set[tuple[str, str]] = set()
+    keys: dict[tuple[str, str], None] = {}  # insertion-ordered: one key per instance
     for instance in instances:
         if not (math.isfinite(instance.score) and 0.0 <= instance.score <= MAX_SCORE + 1e-9):
             raise ValueError(f"instances: instance {instance.instance_id} has score {instance.score!r}, "
@@ -383,13 +384,13 @@ def check_state(state: Any, capacity: int, kappa: float, store_responses: bool) 
         if key in keys:
             raise ValueError(f"instances: instance {instance.instance_id} repeats the response of another")
         ids.add(instance.instance_id)
-        keys.add(key)
+        keys[key] = None
     rng = np.random.default_rng()
     try:
         rng.bit_generator.state = state["rng"]
     except (TypeError, ValueError, KeyError) as error:
         raise ValueError(f"rng: not a numpy PCG64 generator state ({error})") from error
-    return CheckedState(step=state["step"], next_id=state["next_id"], instances=instances, rng=rng)
+    return CheckedState(step=state["step"], next_id=state["next_id"], instances=instances, keys=tuple(keys), rng=rng)
 
 
 def _instance_from_dict(raw: Any) -> Instance:

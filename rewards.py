@@ -16,6 +16,7 @@ left to improve: the limit of every epsilon regularisation).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import verifiers as vf
@@ -23,7 +24,7 @@ import verifiers as vf
 from answer_check import check_async, extract_boxed
 from exit_config import IterationReward
 
-Func = TypeVar("Func", bound=Any)
+Func = TypeVar("Func", bound=Callable[..., Any])
 
 CHECK_KEYS: tuple[str, str, str] = ("exit_response", "exit_solved", "exit_check_timed_out")
 """State keys of the one answer check of a rollout (plain values, so states stay serialisable)."""
