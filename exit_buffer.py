@@ -40,6 +40,7 @@ import numpy as np
 
 from exit_config import ExitConfig
 from grouping import Group, Task
+from sum_tree import TINY_TOTAL, SumTree
 
 STATE_VERSION: int = 1
 """Version of the ``state_dict`` layout; bumped on incompatible changes."""
@@ -144,22 +145,26 @@ class ExitBuffer:
         self._reset_index()
 
     def _reset_index(self) -> None:
-        """Empty the slot arrays and look-up tables (the instances themselves live in ``_slots``).
+        """Empty the slot columns and look-up tables (the instances themselves live in ``_slots``).
 
-        Scores, ids and depths are mirrored in numpy arrays so that sampling and
-        metrics stay vectorised at N = 10^5; eviction pops a heap of (score, id,
-        slot), whose entries for a rescored or replaced slot go stale and are
-        skipped (and dropped when the heap outgrows the buffer).
+        Every per-group operation is O(log N) in plain Python (no numpy on the
+        host's event loop: see ``sum_tree``): a draw walks a sum tree of
+        exp(kappa (S - 0.25)); eviction pops a heap of (score, id, slot) and the
+        top score a heap of (-score, id, slot), whose entries for a rescored or
+        replaced slot go stale and are skipped (and dropped when a heap outgrows
+        the buffer); the score and depth sums are kept as they change.
         """
         self._slots: list[Instance] = []
         self._keys: list[tuple[str, str]] = []  # each slot's de-duplication key, normalised once
-        self._scores = np.zeros(self.capacity, dtype=np.float64)
-        self._ids = np.zeros(self.capacity, dtype=np.int64)
-        self._depths = np.zeros(self.capacity, dtype=np.int64)
+        self._scores: list[float] = []
+        self._tree = SumTree(self.capacity)
+        self._score_sum = 0.0
+        self._depth_sum = 0
         self._slot_of_id: dict[int, int] = {}
         self._slot_of_key: dict[tuple[str, str], int] = {}
         self._task_counts: Counter[str] = Counter()
         self._lowest: list[tuple[float, int, int]] = []
+        self._highest: list[tuple[float, int, int]] = []
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -175,16 +180,31 @@ class ExitBuffer:
 
     def probabilities(self) -> np.ndarray:
         """Current sampling distribution over slots."""
-        return normalize_probabilities(exp_weights(self._scores[: len(self)], self.kappa))
+        return normalize_probabilities(exp_weights(np.array(self._scores), self.kappa))
 
     def sample(self) -> Instance:
-        """Draw one instance with probability proportional to exp(kappa * S)."""
+        """Draw one instance with probability proportional to exp(kappa * S).
+
+        One uniform number u per draw, as numpy's ``choice`` takes: the slot where
+        the cumulative weight passes u * total.
+        """
         if not self._slots:
             raise ValueError("buffer: cannot sample from an empty buffer")
-        slot = int(self._rng.choice(len(self), p=self.probabilities()))
+        uniform = float(self._rng.random())
+        total = self._tree.total
+        slot = self._tree.find(uniform * total) if total >= TINY_TOTAL else self._exact_slot(uniform)
         chosen = replace(self._slots[slot], times_sampled=self._slots[slot].times_sampled + 1)
         self._slots[slot] = chosen
         return chosen
+
+    def _exact_slot(self, uniform: float) -> int:
+        """The same draw with weights relative to the top score, for when every leaf has underflowed."""
+        top = max(self._scores)
+        weights = [math.exp(self.kappa * (score - top)) for score in self._scores]
+        target, slot = uniform * sum(weights), 0
+        while slot < len(weights) - 1 and target >= weights[slot]:
+            target, slot = target - weights[slot], slot + 1
+        return slot
 
     def observe(self, group: Group) -> None:
         """Score the group's parent and insert its children (Algorithm 1, lines 9-13).
@@ -225,9 +245,7 @@ class ExitBuffer:
         if key in self._slot_of_key:
             return
         if len(self) < self.capacity:
-            slot = len(self)
-            self._slots.append(None)  # type: ignore[arg-type]  # filled by _place below
-            self._keys.append(key)
+            slot = self._open_slot()
         else:
             slot = self._lowest_slot()
             if score < self._scores[slot]:
@@ -249,20 +267,44 @@ class ExitBuffer:
         """The slot of the lowest score; among ties the oldest (ids only increase)."""
         while True:
             score, instance_id, slot = self._lowest[0]
-            if self._ids[slot] == instance_id and self._scores[slot] == score:
+            if self._current(slot, instance_id, score):
                 return slot
             heapq.heappop(self._lowest)
 
+    def _top_score(self) -> float:
+        while True:
+            negated, instance_id, slot = self._highest[0]
+            if self._current(slot, instance_id, -negated):
+                return -negated
+            heapq.heappop(self._highest)
+
+    def _current(self, slot: int, instance_id: int, score: float) -> bool:
+        """Whether a heap entry still describes what ``slot`` holds."""
+        return self._slots[slot].instance_id == instance_id and self._scores[slot] == score
+
+    def _open_slot(self) -> int:
+        """A new, empty slot at the end, for ``_place`` to fill."""
+        self._slots.append(None)  # type: ignore[arg-type]
+        self._keys.append(("", ""))
+        self._scores.append(0.0)
+        return len(self._slots) - 1
+
     def _set_slot(self, slot: int, instance: Instance) -> None:
-        """Replace the instance in ``slot`` by a new version of itself (same id and key)."""
+        """Put ``instance`` into ``slot`` (over a version of itself, the instance ``_forget``
+        dropped, or nothing) and update the weights, sums and heaps."""
+        previous, score, instance_id = self._slots[slot], instance.score, instance.instance_id
         self._slots[slot] = instance
-        self._scores[slot] = instance.score
-        self._ids[slot] = instance.instance_id
-        self._depths[slot] = instance.depth
-        heapq.heappush(self._lowest, (instance.score, instance.instance_id, slot))
+        self._score_sum += score - self._scores[slot]
+        self._depth_sum += instance.depth - (previous.depth if previous is not None else 0)
+        self._scores[slot] = score
+        self._tree.set(slot, math.exp(self.kappa * (score - MAX_SCORE)))
+        heapq.heappush(self._lowest, (score, instance_id, slot))
+        heapq.heappush(self._highest, (-score, instance_id, slot))
         if len(self._lowest) > 4 * self.capacity:
-            self._lowest = [(float(self._scores[i]), int(self._ids[i]), i) for i in range(len(self))]
+            held = [(self._scores[i], self._slots[i].instance_id, i) for i in range(len(self))]
+            self._lowest, self._highest = held, [(-score, i, slot) for score, i, slot in held]
             heapq.heapify(self._lowest)
+            heapq.heapify(self._highest)
 
     def _place(self, slot: int, key: tuple[str, str], instance: Instance) -> None:
         """Put a new instance, whose key is ``key``, into ``slot`` and index it by id, key and task."""
@@ -291,12 +333,11 @@ class ExitBuffer:
             return {"buffer_size": 0.0, "buffer_score_mean": 0.0, "buffer_score_max": 0.0,
                     "buffer_depth_mean": 0.0, "buffer_distinct_tasks": 0.0}
         size = len(self)
-        scores = self._scores[:size]
         return {
             "buffer_size": float(size),
-            "buffer_score_mean": float(scores.mean()),
-            "buffer_score_max": float(scores.max()),
-            "buffer_depth_mean": float(self._depths[:size].mean()),
+            "buffer_score_mean": self._score_sum / size,
+            "buffer_score_max": self._top_score(),
+            "buffer_depth_mean": self._depth_sum / size,
             "buffer_distinct_tasks": float(len(self._task_counts)),
         }
 
@@ -319,10 +360,8 @@ class ExitBuffer:
         restored = check_state(state, self.capacity, self.kappa, self.store_responses)
         self.step, self._next_id, self._rng = restored.step, restored.next_id, restored.rng
         self._reset_index()
-        for slot, (instance, key) in enumerate(zip(restored.instances, restored.keys, strict=True)):
-            self._slots.append(instance)
-            self._keys.append(key)
-            self._place(slot, key, instance)
+        for instance, key in zip(restored.instances, restored.keys, strict=True):
+            self._place(self._open_slot(), key, instance)
 
 
 @dataclass(frozen=True)

@@ -46,14 +46,11 @@ from collections import Counter
 from typing import Any
 
 from exit_buffer import MAX_SCORE, normalize_response
+from sum_tree import TINY_TOTAL
 
 KEY_NAMES: tuple[str, ...] = ("meta", "state", "scores", "body", "scored", "sampled", "info", "keys", "tasks",
                               "leaves", "tree")
 """The suffixes of the store's keys, in ``KEYS`` order."""
-
-TINY_TOTAL: float = 1e-280
-"""Below this total weight (all scores under 0.25 - 644 / kappa) the tree's weights have
-underflowed and a draw scans the scores exactly instead."""
 
 _KEYS = """
 local meta, state, scores, body, scored, sampled, info, keys, tasks, leaves, tree =

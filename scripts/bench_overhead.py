@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -69,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--groups", type=int, default=600,
                         help="groups per environment in the in-process run (default 600)")
     parser.add_argument("--skip-vf-eval", action="store_true", help="skip section 1 (the slow end-to-end runs)")
+    parser.add_argument("--raw", type=Path, default=None,
+                        help="write section 1's wall and CPU seconds, run by run, to this JSON file")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for name in ("num_examples", "rollouts_per_example", "max_concurrent", "reps", "groups"):
@@ -113,6 +116,14 @@ def scripted_server_process() -> Iterator[str]:
 def vf_eval_seconds(env_id: str, url: str, num_examples: int, rollouts: int, concurrency: int,
                     env_args: dict[str, Any] | None = None, extra: Sequence[str] = ()) -> float:
     """Wall time of one real ``vf-eval`` run (``extra``: more flags); raises if it fails."""
+    return vf_eval_run(env_id, url, num_examples, rollouts, concurrency, env_args, extra)[0]
+
+
+def vf_eval_run(env_id: str, url: str, num_examples: int, rollouts: int, concurrency: int,
+                env_args: dict[str, Any] | None = None, extra: Sequence[str] = ()) -> tuple[float, float]:
+    """Wall time and CPU time (user + system, of vf-eval and anything it waited for) of one
+    real ``vf-eval`` run; raises if it fails. The scripted server is not in the CPU time:
+    it is waited for only after the run."""
     command = [str(Path(sys.executable).with_name("vf-eval")), env_id, "-m", "scripted", "-b", url,
                "-k", "SCRIPTED_KEY", "-n", str(num_examples), "-r", str(rollouts), "-c", str(concurrency), "-d",
                *extra]
@@ -121,48 +132,68 @@ def vf_eval_seconds(env_id: str, url: str, num_examples: int, rollouts: int, con
     environment = {**os.environ, "SCRIPTED_KEY": "not-a-secret",
                    "PYTHONPATH": os.pathsep.join([str(BENCH_ENVS), os.environ.get("PYTHONPATH", "")])}
     with tempfile.TemporaryDirectory() as out:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         completed = subprocess.run(command + ["-o", out], cwd=out, env=environment, capture_output=True, text=True)
         elapsed = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if completed.returncode != 0 or "Evaluation completed" not in completed.stdout + completed.stderr:
         raise RuntimeError(f"vf-eval {env_id} failed:\n{completed.stdout[-2000:]}\n{completed.stderr[-2000:]}")
-    return elapsed
+    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def bench_vf_eval(args: argparse.Namespace) -> list[str]:
-    """Interleaved end-to-end runs; returns the table's lines."""
+    """Interleaved end-to-end runs; returns the table's lines (and writes ``--raw`` if given)."""
     runs = {"a": ("plain_gsm8k", None), "b": ("self-improve", {"strategy": "diverge"})}
     sizes = {"full": (args.num_examples, args.rollouts_per_example), "start-up": (1, 1)}
-    times: dict[tuple[str, str], list[float]] = {(size, env): [] for size in sizes for env in runs}
+    wall: dict[tuple[str, str], list[float]] = {(size, env): [] for size in sizes for env in runs}
+    cpu: dict[tuple[str, str], list[float]] = {key: [] for key in wall}
     for rep in range(args.reps):
         order = list(runs) if rep % 2 == 0 else list(runs)[::-1]  # a b, b a, ...: drift favours neither
         for size, (n, r) in sizes.items():
             for env in order:
                 env_id, env_args = runs[env]
                 with scripted_server_process() as url:  # a fresh server: its request log starts empty
-                    seconds = vf_eval_seconds(env_id, url, n, r, args.max_concurrent, env_args)
-                times[(size, env)].append(seconds)
-                print(f"  rep {rep + 1} {size:8s} {env_id:13s} {seconds:7.2f} s", file=sys.stderr)
-    median = {key: statistics.median(values) for key, values in times.items()}
-    rows = [f"| rep {i + 1} | {times[('full', 'a')][i]:.2f} | {times[('full', 'b')][i]:.2f} | "
-            f"{times[('full', 'b')][i] / times[('full', 'a')][i]:.3f} |" for i in range(args.reps)]
-    paired = statistics.median(b / a for a, b in zip(times[("full", "a")], times[("full", "b")], strict=True))
+                    seconds, cpu_seconds = vf_eval_run(env_id, url, n, r, args.max_concurrent, env_args)
+                wall[(size, env)].append(seconds)
+                cpu[(size, env)].append(cpu_seconds)
+                print(f"  rep {rep + 1} {size:8s} {env_id:13s} {seconds:7.2f} s wall {cpu_seconds:7.2f} s CPU",
+                      file=sys.stderr)
+    if args.raw is not None:
+        args.raw.write_text(json.dumps({"wall": {f"{size} {env}": v for (size, env), v in wall.items()},
+                                        "cpu": {f"{size} {env}": v for (size, env), v in cpu.items()}}, indent=1))
+
+    def paired(times: dict[tuple[str, str], list[float]]) -> float:
+        return statistics.median(b / a for a, b in zip(times[("full", "a")], times[("full", "b")], strict=True))
+
+    median = {key: statistics.median(values) for key, values in wall.items()}
+    median_cpu = {key: statistics.median(values) for key, values in cpu.items()}
+    full = [(wall[("full", "a")][i], wall[("full", "b")][i], cpu[("full", "a")][i], cpu[("full", "b")][i])
+            for i in range(args.reps)]
+    rows = [f"| rep {i + 1} | {a:.2f} | {b:.2f} | {b / a:.3f} | {ca:.2f} | {cb:.2f} | {cb / ca:.3f} |"
+            for i, (a, b, ca, cb) in enumerate(full)]
     marginal_a = median[("full", "a")] - median[("start-up", "a")]
     marginal_b = median[("full", "b")] - median[("start-up", "b")]
     return [
         f"vf-eval -n {args.num_examples} -r {args.rollouts_per_example} -c {args.max_concurrent}, "
         f"{args.reps} repetitions in alternating order (a b, b a, ...), a fresh instant scripted server "
-        "in its own process for each run:",
+        "in its own process for each run. Wall time is what the issue's ratio is; CPU time (user + system "
+        "of the vf-eval process) does not count the time the machine spends on anything else:",
         "",
-        "| run | (a) plain GSM8K s | (b) self-improve, ExIt on s | b/a |",
-        "|---|---|---|---|",
+        "| run | (a) plain GSM8K, wall s | (b) self-improve, ExIt on, wall s | b/a wall | (a) CPU s | (b) CPU s "
+        "| b/a CPU |",
+        "|---|---|---|---|---|---|---|",
         *rows,
         f"| median | {median[('full', 'a')]:.2f} | {median[('full', 'b')]:.2f} | "
-        f"**{median[('full', 'b')] / median[('full', 'a')]:.3f}** |",
-        f"| median of the paired ratios (the machine's speed drifts between repetitions) | | | **{paired:.3f}** |",
+        f"{median[('full', 'b')] / median[('full', 'a')]:.3f} | {median_cpu[('full', 'a')]:.2f} | "
+        f"{median_cpu[('full', 'b')]:.2f} | {median_cpu[('full', 'b')] / median_cpu[('full', 'a')]:.3f} |",
+        f"| median of the paired ratios (the machine's speed drifts between repetitions) | | | "
+        f"**{paired(wall):.3f}** | | | **{paired(cpu):.3f}** |",
         f"| start-up (-n 1 -r 1), median | {median[('start-up', 'a')]:.2f} | {median[('start-up', 'b')]:.2f} | "
-        f"{median[('start-up', 'b')] / median[('start-up', 'a')]:.3f} |",
-        f"| median minus start-up | {marginal_a:.2f} | {marginal_b:.2f} | {marginal_b / marginal_a:.3f} |",
+        f"{median[('start-up', 'b')] / median[('start-up', 'a')]:.3f} | {median_cpu[('start-up', 'a')]:.2f} | "
+        f"{median_cpu[('start-up', 'b')]:.2f} | "
+        f"{median_cpu[('start-up', 'b')] / median_cpu[('start-up', 'a')]:.3f} |",
+        f"| median minus start-up | {marginal_a:.2f} | {marginal_b:.2f} | {marginal_b / marginal_a:.3f} | | | |",
     ]
 
 

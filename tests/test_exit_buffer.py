@@ -243,12 +243,44 @@ def test_metrics_report_size_scores_depth_and_distinct_tasks() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 6), operations)
-def test_vectorised_metrics_agree_with_the_held_instances(capacity: int, ops) -> None:
+def test_running_metrics_agree_with_the_held_instances(capacity: int, ops) -> None:
+    """The sums and the top-score heap kept through rescoring and eviction, and after a reload."""
     buffer = ExitBuffer(capacity=capacity, seed=3)
     replay(buffer, ops)
+    reloaded = ExitBuffer(capacity=capacity)
+    reloaded.load_state_dict(json.loads(json.dumps(buffer.state_dict())))
     held = list(buffer.instances())
-    metrics = buffer.metrics()
-    assert metrics["buffer_size"] == len(held)
-    assert metrics["buffer_depth_mean"] == pytest.approx(np.mean([i.depth for i in held]))
-    assert metrics["buffer_distinct_tasks"] == len({i.task.task_id for i in held})
-    assert metrics["buffer_score_max"] == max(i.score for i in held)
+    for metrics in (buffer.metrics(), reloaded.metrics()):
+        assert metrics["buffer_size"] == len(held)
+        assert metrics["buffer_depth_mean"] == pytest.approx(np.mean([i.depth for i in held]))
+        assert metrics["buffer_distinct_tasks"] == len({i.task.task_id for i in held})
+        assert metrics["buffer_score_max"] == max(i.score for i in held)
+        assert metrics["buffer_score_mean"] == pytest.approx(math.fsum(i.score for i in held) / len(held), abs=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 6), operations, st.sampled_from([0.0, 1.0, 10.0, 50.0]))
+def test_draws_are_numpy_choice_over_the_exp_kappa_score_distribution(capacity: int, ops, kappa: float) -> None:
+    """Each draw takes one uniform number from the generator and lands where numpy's
+    ``choice`` with ``probabilities()`` lands for the same generator state."""
+    buffer = ExitBuffer(capacity=capacity, kappa=kappa, seed=11)
+    replay(buffer, ops)
+    twin = np.random.default_rng()
+    twin.bit_generator.state = buffer.state_dict()["rng"]
+    held = [i.instance_id for i in buffer.instances()]
+    for _ in range(20):
+        expected = held[int(twin.choice(len(held), p=buffer.probabilities()))]
+        assert buffer.sample().instance_id == expected
+    assert buffer.state_dict()["rng"] == twin.bit_generator.state
+
+
+def test_draws_stay_exact_when_every_weight_underflows() -> None:
+    """kappa (0.25 - S) above ~745 for every S: exp(kappa (S - 0.25)) is 0 for all, and the
+    draw weighs the scores relative to the top one instead."""
+    buffer = ExitBuffer(capacity=8, kappa=20_000.0, seed=5)
+    tasks = [Task(f"t{i}", "q", "1") for i in range(3)]
+    for task, returns in zip(tasks, [(0.0, 0.1), (0.0, 0.2), (0.0, 0.0)], strict=True):
+        buffer.observe(base_group(task, ("x", "x"), (False, False), returns))  # one child per task
+    top = max(buffer.instances(), key=lambda i: i.score)
+    assert 0 < top.score < 0.25 - 745 / 20_000
+    assert {buffer.sample().instance_id for _ in range(50)} == {top.instance_id}
