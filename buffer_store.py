@@ -20,8 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
-from exit_buffer import Instance
-from grouping import Group
+from grouping import Group, Instance
 
 
 class StoreUnavailable(ConnectionError):

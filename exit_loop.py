@@ -32,9 +32,9 @@ import numpy as np
 import prompts
 from buffer_file import BufferFile
 from buffer_store import BufferStore, StoreUnavailable
-from exit_buffer import ExitBuffer, Instance
+from exit_buffer import ExitBuffer
 from exit_config import ExitConfig
-from grouping import Group, StepKind, Task
+from grouping import Group, Instance, StepKind, Task
 
 logger = logging.getLogger("self_improve")
 

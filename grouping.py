@@ -1,4 +1,4 @@
-"""The task and the GRPO group as values, and the numbers ExIt derives from a group.
+"""The task, the GRPO group and the buffer instance as values, and the numbers ExIt derives from a group.
 
 A group is the G rollouts of *one* prompt, generated together. Its
 learnability S = Var(r / r_max) (Section 4.1: the population variance of the
@@ -91,3 +91,41 @@ class Group:
         """Mean-centred GRPO advantages A_i = r_i - mean(r), as verifiers computes them; computed once."""
         returns = np.asarray(self.returns, dtype=np.float64)
         return tuple(float(a) for a in returns - returns.mean())
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One self-iteration starting point.
+
+    Attributes:
+        instance_id: unique, increasing id assigned by the buffer.
+        task: the GSM8K problem.
+        iterates: y^0..y^k; empty for a question-only instance (the
+            learnability curriculum stores tasks, not responses).
+        iterate_correct: correctness of each iterate.
+        score: learnability S last measured for (or inherited by) the instance.
+        parent_id: the instance whose group produced y^k (None for y^0).
+        created_step: the buffer step (groups observed) at insertion.
+        scored_step: the step at which ``score`` was last set.
+        times_sampled: how often the instance was sampled.
+    """
+
+    instance_id: int
+    task: Task
+    iterates: tuple[str, ...]
+    iterate_correct: tuple[bool, ...]
+    score: float
+    parent_id: int | None
+    created_step: int
+    scored_step: int
+    times_sampled: int = 0
+
+    @property
+    def depth(self) -> int:
+        """k for iterates y^0..y^k: the self-iteration steps behind the latest iterate."""
+        return max(len(self.iterates) - 1, 0)
+
+    @property
+    def latest(self) -> str:
+        """y^k, the iterate a self-iteration prompt asks to improve ("" if none)."""
+        return self.iterates[-1] if self.iterates else ""

@@ -45,9 +45,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import redis_scripts
+from buffer_state import STATE_VERSION, check_state
 from buffer_store import StoreUnavailable
-from exit_buffer import STATE_VERSION, Instance, check_state
-from grouping import Group, Task
+from grouping import Group, Instance, Task
 from redis_scripts import dedupe_key
 
 logger = logging.getLogger("self_improve")
@@ -304,7 +304,7 @@ class RedisBuffer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Replace the whole store with a snapshot (of either store), atomically for every worker;
-        ``exit_buffer.check_state``'s ``ValueError`` when it does not fit."""
+        ``buffer_state.check_state``'s ``ValueError`` when it does not fit."""
         restored = check_state(state, self.capacity, self.kappa, self.store_responses)
         rng = restored.rng
         held = restored.instances

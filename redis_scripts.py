@@ -45,7 +45,7 @@ import math
 from collections import Counter
 from typing import Any
 
-from exit_buffer import MAX_SCORE, normalize_response
+from buffer_state import MAX_SCORE, normalize_response
 from sum_tree import TINY_TOTAL
 
 KEY_NAMES: tuple[str, ...] = ("meta", "state", "scores", "body", "scored", "sampled", "info", "keys", "tasks",

@@ -40,10 +40,9 @@ from typing import Any
 import verifiers.v1 as vf
 from pydantic import Field, create_model, model_validator
 
-from exit_buffer import Instance
 from exit_config import ExitConfig, field_docs, resolve_config
 from exit_loop import ExitLoop, GroupPlan, Rollout, route_logs_to
-from grouping import Task
+from grouping import Instance, Task
 from v1_taskset import (
     ChatHarness,
     ChatHarnessConfig,

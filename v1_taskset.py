@@ -53,7 +53,7 @@ class SelfImproveData(vf.TaskData):
     prev_correct: bool = False
     """Whether that instance's latest iterate was correct."""
     instance: dict[str, Any] | None = None
-    """The buffer instance itself (``exit_buffer.Instance`` as a dict): the lineage the group's children extend."""
+    """The buffer instance itself (``grouping.Instance`` as a dict): the lineage the group's children extend."""
     request_seed: int | None = None
     """``seed`` the harness sends with the request (``request_seeds``); None sends none."""
 

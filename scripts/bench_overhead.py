@@ -6,11 +6,14 @@ Four measurements, printed as Markdown tables:
    GSM8K ``SingleTurnEnv`` (``scripts/bench_envs/plain_gsm8k.py``) and (b)
    ``self-improve`` with ExIt on (default strategy ``diverge``), same -n/-r/-c,
    against the scripted OpenAI server (``scripted_server.py``) running
-   in a separate process (a fresh one per run) and answering instantly.
-   Repetitions alternate the order (a b, b a, ...); medians, the ratio b/a
-   and the median of the paired ratios. A tiny run
-   (-n 1 -r 1) of each measures start-up, so the ratio of the remaining
-   (per-rollout) time is reported too.
+   in a separate process (a fresh one per run) and answering instantly
+   (``scripts/vf_eval_runs.py``). The two runs of a pair go at the same
+   time, each pinned with its server to one CPU, the CPUs swapped from pair
+   to pair (``--pairing sequential``: one after the other, the order
+   swapped): this machine's speed drifts by 10-20% within minutes, and
+   runs side by side see the same drift. Wall and CPU time of every run,
+   medians and the median of the paired ratios b/a; a tiny run (-n 1 -r 1)
+   of each measures start-up.
 2. In process: ``env.run_group`` for both environments with an in-process
    instant OpenAI transport (the scripted server's answers, no socket, no
    worker process): time per group and b/a, and where the difference goes
@@ -21,7 +24,7 @@ Four measurements, printed as Markdown tables:
 4. Memory: tracemalloc peak of a full 512-instance buffer of ~1,000-token
    (4,000-character) responses, and the size and write time of its saved state.
 
-    .venv/bin/python scripts/bench_overhead.py               # everything (about 14 minutes on 2 cores)
+    .venv/bin/python scripts/bench_overhead.py               # everything (about 15 minutes on 2 cores)
     .venv/bin/python scripts/bench_overhead.py --skip-vf-eval # sections 2-4 (about 40 s)
 """
 
@@ -31,15 +34,12 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_ENVS = REPO / "scripts" / "bench_envs"
-sys.path[:0] = [str(REPO), str(BENCH_ENVS)]
+sys.path[:0] = [str(REPO), str(BENCH_ENVS), str(REPO / "scripts")]
+
+from vf_eval_runs import Job, run_at_once, vf_eval_run  # noqa: E402
 
 G: int = 8
 """Rollouts per group in sections 2-4 (the paper's group size)."""
@@ -72,7 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-vf-eval", action="store_true", help="skip section 1 (the slow end-to-end runs)")
     parser.add_argument("--raw", type=Path, default=None,
                         help="write section 1's wall and CPU seconds, run by run, to this JSON file")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--pairing", choices=("simultaneous", "sequential"), default="simultaneous",
+                        help="section 1: run the two runs of a pair at once, one per CPU (default), or one "
+                             "after the other")
     args = parser.parse_args(argv)
     for name in ("num_examples", "rollouts_per_example", "max_concurrent", "reps", "groups"):
         if getattr(args, name) < 1:
@@ -83,117 +87,72 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---------------------------------------------------------------- section 1: vf-eval end to end
 
 
-def serve() -> None:
-    """Child-process mode: run the scripted server, print its URL, stop when stdin closes
-    (so it also stops if the benchmark dies)."""
-    from scripted_server import ScriptedServer
-
-    server = ScriptedServer().start()
-    print(server.url, flush=True)
-    sys.stdin.read()
-    server.stop()
-
-
-@contextmanager
-def scripted_server_process() -> Iterator[str]:
-    """The scripted server in its own process (its own GIL); yields the base URL."""
-    process = subprocess.Popen([sys.executable, __file__, "--serve"], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True, cwd=REPO)
-    try:
-        url = process.stdout.readline().strip() if process.stdout else ""
-        if not url.startswith("http"):
-            raise RuntimeError(f"scripted server did not start (printed {url!r})")
-        yield url
-    finally:
-        if process.stdin:
-            process.stdin.close()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def vf_eval_seconds(env_id: str, url: str, num_examples: int, rollouts: int, concurrency: int,
-                    env_args: dict[str, Any] | None = None, extra: Sequence[str] = ()) -> float:
-    """Wall time of one real ``vf-eval`` run (``extra``: more flags); raises if it fails."""
-    return vf_eval_run(env_id, url, num_examples, rollouts, concurrency, env_args, extra)[0]
-
-
-def vf_eval_run(env_id: str, url: str, num_examples: int, rollouts: int, concurrency: int,
-                env_args: dict[str, Any] | None = None, extra: Sequence[str] = ()) -> tuple[float, float]:
-    """Wall time and CPU time (user + system, of vf-eval and anything it waited for) of one
-    real ``vf-eval`` run; raises if it fails. The scripted server is not in the CPU time:
-    it is waited for only after the run."""
-    command = [str(Path(sys.executable).with_name("vf-eval")), env_id, "-m", "scripted", "-b", url,
-               "-k", "SCRIPTED_KEY", "-n", str(num_examples), "-r", str(rollouts), "-c", str(concurrency), "-d",
-               *extra]
-    if env_args:
-        command += ["-a", json.dumps(env_args)]
-    environment = {**os.environ, "SCRIPTED_KEY": "not-a-secret",
-                   "PYTHONPATH": os.pathsep.join([str(BENCH_ENVS), os.environ.get("PYTHONPATH", "")])}
-    with tempfile.TemporaryDirectory() as out:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        started = time.perf_counter()
-        completed = subprocess.run(command + ["-o", out], cwd=out, env=environment, capture_output=True, text=True)
-        elapsed = time.perf_counter() - started
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if completed.returncode != 0 or "Evaluation completed" not in completed.stdout + completed.stderr:
-        raise RuntimeError(f"vf-eval {env_id} failed:\n{completed.stdout[-2000:]}\n{completed.stderr[-2000:]}")
-    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-
-
 def bench_vf_eval(args: argparse.Namespace) -> list[str]:
-    """Interleaved end-to-end runs; returns the table's lines (and writes ``--raw`` if given)."""
-    runs = {"a": ("plain_gsm8k", None), "b": ("self-improve", {"strategy": "diverge"})}
+    """Paired end-to-end runs; returns the table's lines (and writes ``--raw`` if given)."""
+    envs = {"a": ("plain_gsm8k", None), "b": ("self-improve", {"strategy": "diverge"})}
     sizes = {"full": (args.num_examples, args.rollouts_per_example), "start-up": (1, 1)}
-    wall: dict[tuple[str, str], list[float]] = {(size, env): [] for size in sizes for env in runs}
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    at_once = args.pairing == "simultaneous"
+    if at_once and len(cpus) < 2:
+        raise SystemExit(f"--pairing simultaneous: needs 2 CPUs to pin one run to each, got {len(cpus)}")
+    wall: dict[tuple[str, str], list[float]] = {(size, env): [] for size in sizes for env in envs}
     cpu: dict[tuple[str, str], list[float]] = {key: [] for key in wall}
+    cpu_of_a: list[int] = []
     for rep in range(args.reps):
-        order = list(runs) if rep % 2 == 0 else list(runs)[::-1]  # a b, b a, ...: drift favours neither
+        order = ["a", "b"] if rep % 2 == 0 else ["b", "a"]  # a b, b a, ...: order (or core) favours neither
+        cpu_of_a.append(cpus[order.index("a")] if at_once else -1)
         for size, (n, r) in sizes.items():
-            for env in order:
-                env_id, env_args = runs[env]
-                with scripted_server_process() as url:  # a fresh server: its request log starts empty
-                    seconds, cpu_seconds = vf_eval_run(env_id, url, n, r, args.max_concurrent, env_args)
+            jobs = [Job(envs[env][0], n, r, args.max_concurrent, envs[env][1]) for env in order]
+            results = run_at_once(jobs, cpus) if at_once else [vf_eval_run(job) for job in jobs]
+            for env, job, (seconds, cpu_seconds) in zip(order, jobs, results, strict=True):
                 wall[(size, env)].append(seconds)
                 cpu[(size, env)].append(cpu_seconds)
-                print(f"  rep {rep + 1} {size:8s} {env_id:13s} {seconds:7.2f} s wall {cpu_seconds:7.2f} s CPU",
+                print(f"  rep {rep + 1} {size:8s} {job.env_id:13s} {seconds:7.2f} s wall {cpu_seconds:7.2f} s CPU",
                       file=sys.stderr)
     if args.raw is not None:
-        args.raw.write_text(json.dumps({"wall": {f"{size} {env}": v for (size, env), v in wall.items()},
+        args.raw.write_text(json.dumps({"pairing": args.pairing, "cpu_of_a": cpu_of_a,
+                                        "wall": {f"{size} {env}": v for (size, env), v in wall.items()},
                                         "cpu": {f"{size} {env}": v for (size, env), v in cpu.items()}}, indent=1))
+    return vf_eval_table(args, wall, cpu, cpu_of_a)
 
-    def paired(times: dict[tuple[str, str], list[float]]) -> float:
-        return statistics.median(b / a for a, b in zip(times[("full", "a")], times[("full", "b")], strict=True))
+
+def vf_eval_table(args: argparse.Namespace, wall: dict[tuple[str, str], list[float]],
+                  cpu: dict[tuple[str, str], list[float]], cpu_of_a: list[int]) -> list[str]:
+    """Section 1's Markdown: every pair, the medians, and the median of the paired ratios."""
+
+    def paired(times: dict[tuple[str, str], list[float]], size: str = "full") -> float:
+        return statistics.median(b / a for a, b in zip(times[(size, "a")], times[(size, "b")], strict=True))
 
     median = {key: statistics.median(values) for key, values in wall.items()}
     median_cpu = {key: statistics.median(values) for key, values in cpu.items()}
-    full = [(wall[("full", "a")][i], wall[("full", "b")][i], cpu[("full", "a")][i], cpu[("full", "b")][i])
-            for i in range(args.reps)]
-    rows = [f"| rep {i + 1} | {a:.2f} | {b:.2f} | {b / a:.3f} | {ca:.2f} | {cb:.2f} | {cb / ca:.3f} |"
-            for i, (a, b, ca, cb) in enumerate(full)]
-    marginal_a = median[("full", "a")] - median[("start-up", "a")]
-    marginal_b = median[("full", "b")] - median[("start-up", "b")]
+    at_once = args.pairing == "simultaneous"
+    rows = []
+    for i in range(args.reps):
+        a, b, ca, cb = wall[("full", "a")][i], wall[("full", "b")][i], cpu[("full", "a")][i], cpu[("full", "b")][i]
+        where = f" (a on CPU {cpu_of_a[i]})" if at_once else ""
+        rows.append(f"| rep {i + 1}{where} | {a:.2f} | {b:.2f} | {b / a:.3f} | {ca:.2f} | {cb:.2f} | {cb / ca:.3f} |")
+    how = ("the two runs of each pair at the same time, each pinned with its own server to one of the two CPUs "
+           "(alternating), so the machine's speed changes hit both" if at_once else
+           "the two runs of each pair one after the other, in alternating order (a b, b a, ...)")
+
+    def ratio(size: str, table: dict[tuple[str, str], float]) -> float:
+        return table[(size, "b")] / table[(size, "a")]
+
     return [
         f"vf-eval -n {args.num_examples} -r {args.rollouts_per_example} -c {args.max_concurrent}, "
-        f"{args.reps} repetitions in alternating order (a b, b a, ...), a fresh instant scripted server "
-        "in its own process for each run. Wall time is what the issue's ratio is; CPU time (user + system "
-        "of the vf-eval process) does not count the time the machine spends on anything else:",
+        f"{args.reps} pairs, {how}; a fresh instant scripted server in its own process for each run. "
+        "CPU time is user + system of the vf-eval process and the children it waited for:",
         "",
-        "| run | (a) plain GSM8K, wall s | (b) self-improve, ExIt on, wall s | b/a wall | (a) CPU s | (b) CPU s "
+        "| pair | (a) plain GSM8K, wall s | (b) self-improve, ExIt on, wall s | b/a wall | (a) CPU s | (b) CPU s "
         "| b/a CPU |",
         "|---|---|---|---|---|---|---|",
         *rows,
-        f"| median | {median[('full', 'a')]:.2f} | {median[('full', 'b')]:.2f} | "
-        f"{median[('full', 'b')] / median[('full', 'a')]:.3f} | {median_cpu[('full', 'a')]:.2f} | "
-        f"{median_cpu[('full', 'b')]:.2f} | {median_cpu[('full', 'b')] / median_cpu[('full', 'a')]:.3f} |",
-        f"| median of the paired ratios (the machine's speed drifts between repetitions) | | | "
-        f"**{paired(wall):.3f}** | | | **{paired(cpu):.3f}** |",
-        f"| start-up (-n 1 -r 1), median | {median[('start-up', 'a')]:.2f} | {median[('start-up', 'b')]:.2f} | "
-        f"{median[('start-up', 'b')] / median[('start-up', 'a')]:.3f} | {median_cpu[('start-up', 'a')]:.2f} | "
-        f"{median_cpu[('start-up', 'b')]:.2f} | "
-        f"{median_cpu[('start-up', 'b')] / median_cpu[('start-up', 'a')]:.3f} |",
-        f"| median minus start-up | {marginal_a:.2f} | {marginal_b:.2f} | {marginal_b / marginal_a:.3f} | | | |",
+        f"| median | {median[('full', 'a')]:.2f} | {median[('full', 'b')]:.2f} | {ratio('full', median):.3f} | "
+        f"{median_cpu[('full', 'a')]:.2f} | {median_cpu[('full', 'b')]:.2f} | {ratio('full', median_cpu):.3f} |",
+        f"| median of the paired ratios | | | **{paired(wall):.3f}** | | | **{paired(cpu):.3f}** |",
+        f"| start-up (-n 1 -r 1): median, and median of the paired ratios | {median[('start-up', 'a')]:.2f} | "
+        f"{median[('start-up', 'b')]:.2f} | {paired(wall, 'start-up'):.3f} | {median_cpu[('start-up', 'a')]:.2f} | "
+        f"{median_cpu[('start-up', 'b')]:.2f} | {paired(cpu, 'start-up'):.3f} |",
     ]
 
 
@@ -434,9 +393,6 @@ def bench_memory() -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.serve:
-        serve()
-        return
     sections: list[tuple[str, Callable[[], list[str]]]] = []
     if not args.skip_vf_eval:
         sections.append(("End to end (vf-eval)", lambda: bench_vf_eval(args)))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_overhead import scripted_server_process, vf_eval_seconds  # noqa: E402
+from vf_eval_runs import scripted_server_process, vf_eval_seconds  # noqa: E402
 
 
 def free_port() -> int:

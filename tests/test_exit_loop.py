@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from buffer_store import BufferStore, StoreUnavailable
-from exit_buffer import ExitBuffer, Instance
+from exit_buffer import ExitBuffer
 from exit_config import ExitConfig
 from exit_loop import ExitLoop, GroupPlan, Rollout, plan_group
-from grouping import Group, Task
+from grouping import Group, Instance, Task
 
 TASK = Task("train-0", "What is 2+3?", "5")
 

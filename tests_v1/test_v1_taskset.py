@@ -20,9 +20,8 @@ import gsm8k_data
 import prompts
 import self_improve
 import v1_env
-from exit_buffer import Instance
 from exit_loop import GroupPlan
-from grouping import Task
+from grouping import Instance, Task
 from v1_taskset import SelfImproveData, SelfImproveTask, SelfImproveTaskConfig
 
 

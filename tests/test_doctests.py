@@ -1,0 +1,25 @@
+"""The usage examples in the modules' docstrings run as written (CI runs no ``--doctest-modules``)."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ("answer_check", "exit_buffer", "grouping", "prompts", "simulation")
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_the_usage_example_in_the_module_docstring_runs(name: str) -> None:
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0, f"{name}: no examples found"
+    assert result.failed == 0
+
+
+def test_every_module_with_an_example_is_listed() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    with_examples = {path.stem for path in root.glob("*.py") if ">>> " in path.read_text()}
+    assert with_examples == set(MODULES)
