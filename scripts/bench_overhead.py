@@ -72,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--groups", type=int, default=600,
                         help="groups per environment in the in-process run (default 600)")
     parser.add_argument("--skip-vf-eval", action="store_true", help="skip section 1 (the slow end-to-end runs)")
+    parser.add_argument("--no-start-up", action="store_true",
+                        help="section 1: skip the -n 1 -r 1 runs that measure start-up (more pairs per hour)")
     parser.add_argument("--raw", type=Path, default=None,
                         help="write section 1's wall and CPU seconds, run by run, to this JSON file")
     parser.add_argument("--pairing", choices=("simultaneous", "sequential"), default="simultaneous",
@@ -90,7 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def bench_vf_eval(args: argparse.Namespace) -> list[str]:
     """Paired end-to-end runs; returns the table's lines (and writes ``--raw`` if given)."""
     envs = {"a": ("plain_gsm8k", None), "b": ("self-improve", {"strategy": "diverge"})}
-    sizes = {"full": (args.num_examples, args.rollouts_per_example), "start-up": (1, 1)}
+    sizes = {"full": (args.num_examples, args.rollouts_per_example)}
+    if not args.no_start_up:
+        sizes["start-up"] = (1, 1)
     cpus = sorted(os.sched_getaffinity(0))[:2]
     at_once = args.pairing == "simultaneous"
     if at_once and len(cpus) < 2:
@@ -150,9 +154,11 @@ def vf_eval_table(args: argparse.Namespace, wall: dict[tuple[str, str], list[flo
         f"| median | {median[('full', 'a')]:.2f} | {median[('full', 'b')]:.2f} | {ratio('full', median):.3f} | "
         f"{median_cpu[('full', 'a')]:.2f} | {median_cpu[('full', 'b')]:.2f} | {ratio('full', median_cpu):.3f} |",
         f"| median of the paired ratios | | | **{paired(wall):.3f}** | | | **{paired(cpu):.3f}** |",
-        f"| start-up (-n 1 -r 1): median, and median of the paired ratios | {median[('start-up', 'a')]:.2f} | "
-        f"{median[('start-up', 'b')]:.2f} | {paired(wall, 'start-up'):.3f} | {median_cpu[('start-up', 'a')]:.2f} | "
-        f"{median_cpu[('start-up', 'b')]:.2f} | {paired(cpu, 'start-up'):.3f} |",
+        *([] if args.no_start_up else [
+            f"| start-up (-n 1 -r 1): median, and median of the paired ratios | {median[('start-up', 'a')]:.2f} | "
+            f"{median[('start-up', 'b')]:.2f} | {paired(wall, 'start-up'):.3f} | "
+            f"{median_cpu[('start-up', 'a')]:.2f} | {median_cpu[('start-up', 'b')]:.2f} | "
+            f"{paired(cpu, 'start-up'):.3f} |"]),
     ]
 
 

@@ -407,3 +407,18 @@ def test_workers_on_one_store_draw_their_own_coins_and_request_seeds_and_the_fir
     assert first == decisions(alone)
     assert len({tuple(first), tuple(second), tuple(third)}) == 3
     assert {kind for kind, _ in second} == {"base", "improve", "diverge"}
+
+
+def test_both_stores_draw_the_same_instances_when_every_weight_underflows(redis_server) -> None:
+    """kappa (0.25 - S) > 745 for every S: the sum tree's leaves are all 0 in both stores, and
+    both fall back to the exact draw relative to the top score, from the same uniform numbers."""
+    kappa = 5_000.0
+    reference = ExitBuffer(capacity=8, kappa=kappa, seed=9)
+    for n, returns in enumerate([(0.0, 0.02), (0.0, 0.03), (0.0, 0.025), (0.0, 0.0)]):
+        reference.observe(base(Task(f"t{n}", "q", "1"), ("x", "x"), (False, False), returns))
+    assert max(i.score for i in reference.instances()) < 0.25 - 745 / kappa
+    store = make("redis", redis_server, capacity=8, kappa=kappa)
+    store.load_state_dict(reference.state_dict())
+    draws = [reference.sample() for _ in range(40)]
+    assert [store.sample() for _ in range(40)] == draws
+    assert len({draw.instance_id for draw in draws}) > 1  # close scores: more than the top one comes up
