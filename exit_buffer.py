@@ -256,7 +256,7 @@ class ExitBuffer:
         heapq.heappush(self._highest, (-score, instance_id, slot))
         if len(self._lowest) > 4 * self.capacity:
             held = [(self._scores[i], self._slots[i].instance_id, i) for i in range(len(self))]
-            self._lowest, self._highest = held, [(-score, i, slot) for score, i, slot in held]
+            self._lowest, self._highest = held, [(-held_score, held_id, i) for held_score, held_id, i in held]
             heapq.heapify(self._lowest)
             heapq.heapify(self._highest)
             self._score_sum = math.fsum(self._scores)  # rounding of the running sum stops here

@@ -45,7 +45,7 @@ import math
 from collections import Counter
 from typing import Any
 
-from buffer_state import MAX_SCORE, normalize_response
+from buffer_state import MAX_SCORE, response_key
 from sum_tree import TINY_TOTAL
 
 KEY_NAMES: tuple[str, ...] = ("meta", "state", "scores", "body", "scored", "sampled", "info", "keys", "tasks",
@@ -251,8 +251,9 @@ return {size, counters[1] or '0', top[2] or '0', counters[2] or '0', redis.call(
 
 
 def dedupe_key(task_id: str, latest: str) -> str:
-    """The store's de-duplication key: a 128-bit digest of (task_id, normalised latest iterate)."""
-    return hashlib.blake2b(json.dumps([task_id, normalize_response(latest)]).encode(), digest_size=16).hexdigest()
+    """The store's de-duplication key: a 128-bit digest of ``buffer_state.response_key``, the
+    file store's key (task_id, normalised latest iterate)."""
+    return hashlib.blake2b(json.dumps(list(response_key(task_id, latest))).encode(), digest_size=16).hexdigest()
 
 
 SCORE_TOLERANCE: float = 1e-9
