@@ -11,7 +11,8 @@ Four measurements, printed as Markdown tables:
    time, each pinned with its server to one CPU, the CPUs swapped from pair
    to pair (``--pairing sequential``: one after the other, the order
    swapped): this machine's speed drifts by 10-20% within minutes, and
-   runs side by side see the same drift. Wall and CPU time of every run,
+   runs side by side see the same drift (what is left is the noise between
+   two processes: docs/benchmarks.md). Wall and CPU time of every run,
    medians and the median of the paired ratios b/a; a tiny run (-n 1 -r 1)
    of each measures start-up.
 2. In process: ``env.run_group`` for both environments with an in-process
@@ -68,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-r", "--rollouts-per-example", type=int, default=8, help="vf-eval -r (default 8)")
     parser.add_argument("-c", "--max-concurrent", type=int, default=64, help="vf-eval -c (default 64)")
     parser.add_argument("--reps", type=int, default=6,
-                        help="repetitions per environment, in alternating order (default 6)")
+                        help="section 1: pairs of runs, the order (or the CPUs) swapped each pair (default 6)")
     parser.add_argument("--groups", type=int, default=600,
                         help="groups per environment in the in-process run (default 600)")
     parser.add_argument("--skip-vf-eval", action="store_true", help="skip section 1 (the slow end-to-end runs)")

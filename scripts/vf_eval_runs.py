@@ -88,6 +88,15 @@ def _command(job: Job, url: str, out: Path) -> list[str]:
     return command + (["-a", json.dumps(job.env_args)] if job.env_args else [])
 
 
+def _launch(job: Job, url: str, cpu: int | None, out: Path) -> tuple[Job, subprocess.Popen[bytes], float, Path]:
+    """Start ``job`` against the server at ``url``, writing into ``out``; what ``_wait`` takes."""
+    log = out / "vf-eval.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(_command(job, url, out), cwd=out, env=_environment(), stdout=sink,
+                                   stderr=subprocess.STDOUT, preexec_fn=pinned(cpu))
+    return job, process, time.perf_counter(), log
+
+
 def _wait(job: Job, process: subprocess.Popen[bytes], started: float, log: Path) -> tuple[float, float]:
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - started
@@ -105,13 +114,7 @@ def run_at_once(jobs: Sequence[Job], cpus: Sequence[int | None]) -> list[tuple[f
     with ExitStack() as stack:
         urls = [stack.enter_context(scripted_server_process(cpu)) for cpu in cpus]
         folders = [Path(stack.enter_context(tempfile.TemporaryDirectory())) for _ in jobs]
-        launched = []
-        for job, url, cpu, out in zip(jobs, urls, cpus, folders, strict=True):
-            log = out / "vf-eval.log"
-            with log.open("wb") as sink:
-                process = subprocess.Popen(_command(job, url, out), cwd=out, env=_environment(), stdout=sink,
-                                           stderr=subprocess.STDOUT, preexec_fn=pinned(cpu))
-            launched.append((job, process, time.perf_counter(), log))
+        launched = [_launch(job, url, cpu, out) for job, url, cpu, out in zip(jobs, urls, cpus, folders, strict=True)]
         with ThreadPoolExecutor(len(launched)) as waiters:
             return list(waiters.map(lambda entry: _wait(*entry), launched))
 
@@ -127,13 +130,7 @@ def vf_eval_seconds(env_id: str, url: str, num_examples: int, rollouts: int, con
     flags); raises if it fails."""
     job = Job(env_id, num_examples, rollouts, concurrency, env_args, tuple(extra))
     with tempfile.TemporaryDirectory() as out:
-        started = time.perf_counter()
-        completed = subprocess.run(_command(job, url, Path(out)), cwd=out, env=_environment(), capture_output=True,
-                                   text=True)
-        elapsed = time.perf_counter() - started
-    if completed.returncode != 0 or "Evaluation completed" not in completed.stdout + completed.stderr:
-        raise RuntimeError(f"vf-eval {env_id} failed:\n{completed.stdout[-2000:]}\n{completed.stderr[-2000:]}")
-    return elapsed
+        return _wait(*_launch(job, url, None, Path(out)))[0]
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:
