@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from math_verify import parse, verify  # noqa: E402
 
-import answer_check  # noqa: E402
+from self_improve.scoring import answer_check  # noqa: E402
 
 PLAIN = [
     ("18", "18"), ("1,000", "1000"), ("\\$1,250.00", "1250"), ("\\frac{3}{4}", "0.75"), ("\\frac34", "0.75"),

@@ -37,10 +37,9 @@ sys.path.insert(0, str(REPO))
 
 import openai  # noqa: E402
 
-import diversity  # noqa: E402
-import gsm8k_data  # noqa: E402
-import prompts  # noqa: E402
-from exit_config import DEFAULT_EMBEDDING_MODEL  # noqa: E402
+from self_improve import gsm8k_data, prompts  # noqa: E402
+from self_improve.exit_config import DEFAULT_EMBEDDING_MODEL  # noqa: E402
+from self_improve.scoring import diversity  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +75,7 @@ def generation_server(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
     if args.base_url is not None:
         yield args.base_url, args.model or "default"
         return
-    import local_model
+    from self_improve.local import cli as local_model
 
     with local_model.LocalServer(local_model.ensure_model()) as server:
         yield server.base_url, local_model.MODEL_NAME

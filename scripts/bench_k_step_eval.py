@@ -33,16 +33,17 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the package, and the scripted server (a test fixture)
 
 import openai  # noqa: E402
 from openai.resources.chat.completions import AsyncCompletions  # noqa: E402
 from openai.types.chat import ChatCompletion  # noqa: E402
 
-import k_step_eval as ke  # noqa: E402
-import prompts  # noqa: E402
+from self_improve import prompts  # noqa: E402
+from self_improve.kstep import cli as ke  # noqa: E402
 
-SERVER = ("import sys; from collections import deque; from scripted_server import ScriptedServer; "
+SERVER = ("import sys; sys.path.insert(0, 'tests'); from collections import deque; "
+          "from scripted_server import ScriptedServer; "
           "server = ScriptedServer(served=deque(maxlen=1), requests=deque(maxlen=1)).start(); "
           "print(server.url, flush=True); sys.stdin.read()")
 """The scripted server (answers from ``cycle_policy``: correct, wrong, unboxed,

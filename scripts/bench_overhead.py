@@ -48,7 +48,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_ENVS = REPO / "scripts" / "bench_envs"
-sys.path[:0] = [str(REPO), str(BENCH_ENVS), str(REPO / "scripts")]
+sys.path[:0] = [str(REPO), str(REPO / "tests"), str(BENCH_ENVS), str(REPO / "scripts")]
 
 from vf_eval_runs import Job, run_at_once, vf_eval_run  # noqa: E402
 
@@ -204,8 +204,8 @@ def rubric_score_group_us(env: Any, client: Any) -> float:
     per-rollout reward and metric functions included (the hook is bypassed to get the states)."""
     import verifiers as vf
 
-    from classic_env import input_task, rewrite_input
-    from exit_loop import GroupPlan
+    from self_improve.exit_loop import GroupPlan
+    from self_improve.hosts.classic import input_task, rewrite_input
 
     row = dict(env.eval_dataset[0])
     plan = GroupPlan("base", input_task(row))
@@ -254,9 +254,9 @@ def bench_in_process(args: argparse.Namespace) -> list[str]:
     """Section 2: whole groups in process, and where the difference goes."""
     import plain_gsm8k
 
-    from buffer_file import write_state
-    from classic_env import input_task, load_environment, rewrite_input
-    from exit_loop import Rollout
+    from self_improve.buffer.checkpoint import write_state
+    from self_improve.exit_loop import Rollout
+    from self_improve.hosts.classic import input_task, load_environment, rewrite_input
 
     plain, exit_env = plain_gsm8k.load_environment(), load_environment(strategy="diverge")
     buffer = exit_env.buffer
@@ -324,9 +324,9 @@ def bench_in_process(args: argparse.Namespace) -> list[str]:
 def full_buffer(capacity: int, rng: np.random.Generator, response: Callable[[int], str]) -> Any:
     """A buffer filled to ``capacity`` by base groups of G binary returns whose success
     rate is uniform per task: scores k/8 (1 - k/8) for unsolved children, 0 for solved ones."""
-    from exit_buffer import ExitBuffer
-    from exit_loop import GroupPlan
-    from grouping import Task
+    from self_improve.buffer.exit_buffer import ExitBuffer
+    from self_improve.exit_loop import GroupPlan
+    from self_improve.grouping import Task
 
     buffer = ExitBuffer(capacity=capacity)
     serial = 0
@@ -340,7 +340,7 @@ def full_buffer(capacity: int, rng: np.random.Generator, response: Callable[[int
 
 def improve_group(buffer: Any, rng: np.random.Generator, response: Callable[[int], str], serial: int) -> Any:
     """A self-improve group from a sampled instance, with random binary returns."""
-    from exit_loop import GroupPlan
+    from self_improve.exit_loop import GroupPlan
 
     parent = buffer.sample()
     correct = [bool(x) for x in rng.random(G) < rng.random()]
@@ -371,7 +371,7 @@ def bench_scaling() -> list[str]:
 def bench_memory() -> list[str]:
     """Section 4: a full 512-instance ExIt buffer of 4,000-character responses, grown the way
     the hook grows it (base groups, then half the groups improving a sampled instance)."""
-    from buffer_file import write_state
+    from self_improve.buffer.checkpoint import write_state
 
     def response(i: int) -> str:
         return f"{i:010d} " + "x" * (RESPONSE_CHARS - 11)

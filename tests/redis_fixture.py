@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from grouping import Group, Task
-from redis_buffer import RedisBuffer
+from self_improve.buffer.redis_buffer import RedisBuffer
+from self_improve.grouping import Group, Task
 
 FAST_RETRIES: tuple[float, ...] = (0.01, 0.02, 0.04)
 """Retry delays for tests: an outage is declared after 70 ms instead of 2.1 s."""

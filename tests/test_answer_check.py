@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from answer_check import check, extract_boxed, is_correct, is_equivalent, parse_gold, parse_number, warm_up
+from self_improve.scoring.answer_check import (
+    check,
+    extract_boxed,
+    is_correct,
+    is_equivalent,
+    parse_gold,
+    parse_number,
+    warm_up,
+)
 
 GENEROUS_S = 10.0
 """Timeout for verdict tests, so a loaded machine cannot turn a verdict into a

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from answer_check import CHECK_TIMEOUT_S, CheckResult, check, check_async, is_correct, warm_up
+from self_improve.scoring.answer_check import CHECK_TIMEOUT_S, CheckResult, check, check_async, is_correct, warm_up
 from test_answer_check import DECORATED_TABLE, GENEROUS_S
 
 HARD_BOUND_S = 1.0

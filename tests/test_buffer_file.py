@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from buffer_file import BufferFile, read_state
 from conftest import HeldFile
-from exit_buffer import ExitBuffer
+from self_improve.buffer.checkpoint import BufferFile, read_state
+from self_improve.buffer.exit_buffer import ExitBuffer
 from test_exit_buffer import base_group
 
 Edit = Callable[[dict[str, Any]], Any]

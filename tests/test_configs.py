@@ -32,8 +32,8 @@ from typing import Any
 import pytest
 
 import self_improve
-from exit_config import ExitConfig, resolve_config
 from redis_fixture import fresh_prefix, redis_server  # noqa: F401  (a fixture, requested by name)
+from self_improve.exit_config import ExitConfig, resolve_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").rglob("*.toml"))

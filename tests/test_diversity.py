@@ -20,9 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-import diversity
 from conftest import REPO, run_vf_eval
-from diversity import (
+from scripted_server import ScriptedServer, cycle_policy
+from self_improve.exit_config import DEFAULT_EMBEDDING_MODEL
+from self_improve.scoring import diversity
+from self_improve.scoring.diversity import (
     BufferEmbeddings,
     bonus_advantages,
     diversity_bonus,
@@ -31,8 +33,6 @@ from diversity import (
     mean_pairwise_cosine_distance,
     shaped_returns,
 )
-from exit_config import DEFAULT_EMBEDDING_MODEL
-from scripted_server import ScriptedServer, cycle_policy
 from test_exit_hook import client_for, group_inputs, small_env
 
 G = 4

@@ -7,7 +7,8 @@ import importlib
 
 import pytest
 
-MODULES = ("answer_check", "exit_buffer", "grouping", "prompts", "simulation")
+MODULES = ("self_improve.scoring.answer_check", "self_improve.buffer.exit_buffer", "self_improve.grouping",
+           "self_improve.prompts", "self_improve.simulation")
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -21,5 +22,6 @@ def test_every_module_with_an_example_is_listed() -> None:
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    with_examples = {path.stem for path in root.glob("*.py") if ">>> " in path.read_text()}
+    with_examples = {".".join(path.relative_to(root).with_suffix("").parts)
+                     for path in (root / "self_improve").rglob("*.py") if ">>> " in path.read_text()}
     assert with_examples == set(MODULES)

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exit_buffer import ExitBuffer, exp_weights
-from grouping import Group, Task
+from self_improve.buffer.exit_buffer import ExitBuffer, exp_weights
+from self_improve.grouping import Group, Task
 
 TASK = Task("train-1", "What is 2+3?", "5")
 

@@ -11,12 +11,12 @@ import pytest
 from openai import AsyncOpenAI
 from verifiers.clients.openai_chat_completions_client import OpenAIChatCompletionsClient
 
-from buffer_file import read_state
-from classic_env import ExitEnv
-from grouping import Group
-from rewards import improvement_reward
 from scripted_server import ChatRequest, ScriptedServer, cycle_policy
 from self_improve import load_environment
+from self_improve.buffer.checkpoint import read_state
+from self_improve.grouping import Group
+from self_improve.hosts.classic import ExitEnv
+from self_improve.scoring.rewards import improvement_reward
 
 G = 4
 

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from buffer_store import BufferStore, StoreUnavailable
-from exit_buffer import ExitBuffer
-from exit_config import ExitConfig
-from exit_loop import ExitLoop, GroupPlan, Rollout, plan_group
-from grouping import Group, Instance, Task
+from self_improve.buffer.exit_buffer import ExitBuffer
+from self_improve.buffer.store import BufferStore, StoreUnavailable
+from self_improve.exit_config import ExitConfig
+from self_improve.exit_loop import ExitLoop, GroupPlan, Rollout, plan_group
+from self_improve.grouping import Group, Instance, Task
 
 TASK = Task("train-0", "What is 2+3?", "5")
 

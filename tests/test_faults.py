@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from buffer_file import read_state
 from conftest import HeldFile, run_vf_eval, vf_eval
 from scripted_server import ChatRequest, ScriptedServer
 from self_improve import load_environment
+from self_improve.buffer.checkpoint import read_state
 from test_exit_hook import client_for, group_inputs
 
 FAULTS = ("hang", "blank", "null")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from grouping import Group, Task
+from self_improve.grouping import Group, Task
 
 TASK = Task("train-0", "q", "1")
 

@@ -23,11 +23,9 @@ from pathlib import Path
 
 import pytest
 
-import atomic_io
-import gsm8k_data
-import k_step_eval as ke
-import prompts
 from scripted_server import ChatRequest, ScriptedServer
+from self_improve import atomic_io, gsm8k_data, prompts
+from self_improve.kstep import cli as ke
 
 REPO = Path(__file__).resolve().parents[1]
 CONSOLE_SCRIPT = Path(sys.executable).with_name("self-improve-kstep")

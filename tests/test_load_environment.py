@@ -7,15 +7,16 @@ import gzip
 import inspect
 import json
 import math
+from pathlib import Path
 
 import pytest
 import verifiers as vf
 
-import exit_config
-import gsm8k_data
-from classic_env import ExitEnv
-from exit_config import PRESETS
-from self_improve import load_environment
+from self_improve import exit_config, gsm8k_data, load_environment
+from self_improve.exit_config import PRESETS
+from self_improve.hosts.classic import ExitEnv
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_default_environment_is_a_single_turn_env_over_bundled_gsm8k() -> None:
@@ -108,10 +109,10 @@ def test_papers_sizes_remain_reachable() -> None:
 
 
 def test_the_readme_argument_table_is_the_one_generated_from_the_config_fields() -> None:
-    readme = (gsm8k_data.DATA_DIR.parent / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     assert exit_config.arguments_table() in readme, (
         "README's Environment Arguments table differs from ExitConfig: paste the output of "
-        "python -c 'import exit_config; print(exit_config.arguments_table())'")
+        "python -c 'from self_improve import exit_config; print(exit_config.arguments_table())'")
 
 
 def test_every_config_field_has_a_one_line_doc_and_a_default() -> None:
@@ -128,7 +129,7 @@ def test_load_environment_signature_is_the_config_fields() -> None:
 
 
 def test_every_signature_argument_is_documented_in_the_readme() -> None:
-    readme = (gsm8k_data.DATA_DIR.parent / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     for name in inspect.signature(load_environment).parameters:
         if name != "unknown":
             assert f"| `{name}` |" in readme, f"{name} missing from README's Environment Arguments table"

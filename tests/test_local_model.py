@@ -1,7 +1,9 @@
-"""The built-in local model: set-up errors, the flags sent to vf-eval, and a real server.
+"""The built-in local model: set-up errors, the flags sent to vf-eval, failing loudly, and a real server.
 
-The error tests start the real ``llama_cpp.server`` process (installed by the
-``local`` extra); only the tests that load the 1.1 GB model are ``slow``.
+The error tests start the real ``llama-server`` (installed by the ``local`` extra);
+the tests of a server that dies at its first answer or mid-run use
+``standin_engine.py``, which takes llama-server's command line and dies on demand.
+Only the tests that load the 1.1 GB model are ``slow``.
 """
 
 from __future__ import annotations
@@ -11,14 +13,38 @@ import json
 import os
 import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 
+import openai
 import pytest
 from openai import OpenAI
 
-import local_model
-from local_model import LocalModelError, LocalServer
-from scripted_server import ScriptedServer
+from scripted_server import ChatRequest, ScriptedServer
+from self_improve.local import build
+from self_improve.local import cli as local_model
+from self_improve.local.cli import LocalModelError, LocalServer
+from self_improve.local.server import engine_binary
+
+STANDIN = Path(__file__).resolve().parent / "standin_engine.py"
+CONSOLE_SCRIPT = Path(sys.executable).with_name("self-improve-local")
+
+
+@pytest.fixture
+def standin_engine(tmp_path: Path) -> Path:
+    """An executable that runs the stand-in engine with llama-server's flags."""
+    wrapper = tmp_path / "llama-server"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{STANDIN}" "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+@pytest.fixture
+def dummy_model(tmp_path: Path) -> Path:
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF stand-in")
+    return model
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -56,19 +82,17 @@ def test_server_dying_during_start_shows_its_log_path_and_tail(tmp_path: Path) -
     not_a_model.write_text("this is not a GGUF file\n")
     log = tmp_path / "server.log"
     server = LocalServer(not_a_model, log_path=log, startup_timeout_s=120)
-    with pytest.raises(LocalModelError, match="exited with code") as raised:
+    with pytest.raises(LocalModelError, match="during start, the model server exited with code") as raised:
         server.start()
     assert str(log) in str(raised.value)
     assert log.read_text().strip().splitlines()[-1] in str(raised.value)
     assert server.pid is None
 
 
-def test_startup_timeout_stops_the_server_it_started(tmp_path: Path) -> None:
-    model = tmp_path / "model.gguf"
-    model.write_text("never loaded: the timeout comes first\n")
+def test_startup_timeout_stops_the_server_it_started(standin_engine: Path, dummy_model: Path) -> None:
     with pytest.raises(LocalModelError, match="did not answer .* within 0.001 s"):
-        LocalServer(model, startup_timeout_s=0.001).start()
-    assert _processes_mentioning(str(model)) == []
+        LocalServer(dummy_model, startup_timeout_s=0.001, binary=standin_engine).start()
+    assert _processes_mentioning(str(dummy_model)) == []
 
 
 @pytest.mark.parametrize("argument", [{"port": 0}, {"port": 70000}, {"n_ctx": 0}, {"threads": 0},
@@ -111,7 +135,7 @@ def test_built_in_server_requests_carry_max_tokens_and_a_distinct_seed_each(
     assert completed.returncode == 0, completed.stderr[-3000:]
     bodies = scripted_server.requests
     assert len(bodies) == 6
-    assert {body.get("max_tokens") for body in bodies} == {99}
+    assert {body.get("max_completion_tokens") for body in bodies} == {99}  # llama-server reads it as max_tokens
     assert len({body.get("seed") for body in bodies}) == 6
 
 
@@ -192,3 +216,97 @@ def test_env_args_that_are_not_a_json_object_are_a_usage_error(capsys: pytest.Ca
         local_model.parse_args(["-a", "[1]"])
     assert raised.value.code == 2
     assert "-a/--env-args" in capsys.readouterr().err
+
+
+def test_a_server_that_dies_at_its_first_answer_is_caught_at_start_with_the_cause(
+        standin_engine: Path, dummy_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STANDIN_CRASH_AFTER", "0")
+    monkeypatch.setenv("STANDIN_LOG", "system_info: n_threads = 2 | CPU : AVX512 = 1 | AMX_INT8 = 1 |")
+    log = tmp_path / "server.log"
+    started = time.monotonic()
+    with pytest.raises(LocalModelError) as raised:
+        LocalServer(dummy_model, log_path=log, binary=standin_engine).start()
+    message = str(raised.value)
+    assert time.monotonic() - started < 30
+    assert "exited with code -11" in message and "AMX" in message and "#20824" in message
+    assert str(log) in message and "AMX_INT8 = 1" in message  # the log's tail
+
+
+def test_a_server_that_answers_counts_as_started_only_after_a_completion(
+        standin_engine: Path, dummy_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STANDIN_CRASH_AFTER", "1")  # the readiness completion, then nothing
+    with LocalServer(dummy_model, log_path=tmp_path / "server.log", binary=standin_engine) as server:
+        assert server.poll() is None
+        with pytest.raises(openai.APIConnectionError):
+            OpenAI(base_url=server.base_url, api_key="x", max_retries=0).chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}])
+        deadline = time.monotonic() + 10
+        while server.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.poll() == -11
+
+
+def test_main_exits_non_zero_naming_the_server_log_when_the_server_dies_mid_run(
+        standin_engine: Path, dummy_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("STANDIN_CRASH_AFTER", "6")  # the readiness completion and 5 rollouts
+    monkeypatch.chdir(tmp_path)
+    code = local_model.main(["--server-binary", str(standin_engine), "--model-file", str(dummy_model),
+                             "-n", "3", "-r", "4", "-o", str(tmp_path / "out"), "--max-retries", "0"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "during the run, the model server exited with code -11" in err
+    assert str(tmp_path / "out" / "server.log") in err
+    assert "self-improve results" not in capsys.readouterr().out
+
+
+def test_main_on_the_built_in_path_prints_the_averages_and_stops_its_server(
+        standin_engine: Path, dummy_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    code = local_model.main(["--server-binary", str(standin_engine), "--model-file", str(dummy_model),
+                             "-n", "2", "-r", "4", "-o", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "self-improve results: 8 rollouts" in printed and "failed: 0" in printed
+    assert _processes_mentioning(str(dummy_model)) == []
+
+
+def test_an_unreachable_endpoint_is_a_non_zero_exit_within_a_minute(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    started = time.monotonic()
+    completed = subprocess.run([str(CONSOLE_SCRIPT), "-b", f"http://127.0.0.1:{closed}/v1", "-m", "x",
+                                "-o", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 1
+    assert f"cannot reach the endpoint -b http://127.0.0.1:{closed}/v1" in completed.stderr
+    assert time.monotonic() - started < 60
+
+
+def test_more_failed_rollouts_than_the_stated_share_is_a_non_zero_exit(
+        scripted_server: ScriptedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    failing: list[str] = []  # every request about the first question is refused
+
+    def policy(request: ChatRequest) -> str:
+        failing[:] = failing or [request.question]
+        return "refused" if request.question == failing[0] else "correct"
+
+    scripted_server.policy = policy
+    monkeypatch.setenv("SCRIPTED_KEY", "x")
+    monkeypatch.chdir(tmp_path)
+    argv = ["-b", scripted_server.url, "-m", "scripted", "-k", "SCRIPTED_KEY", "-n", "2", "-r", "4",
+            "-a", '{"strategy": "grpo"}', "--max-retries", "0"]
+    code = local_model.main([*argv, "-o", str(tmp_path / "strict")])
+    assert code == 1
+    assert "4 of 8 rollouts failed (50% > --max-failed-share 0.1)" in capsys.readouterr().err
+    assert local_model.main([*argv, "-o", str(tmp_path / "lenient"), "--max-failed-share", "0.5"]) == 0
+
+
+def test_the_installed_engine_holds_no_amx_instruction() -> None:
+    binary = engine_binary()
+    assert build.amx_instruction_count(binary) == 0
+    listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(binary)], capture_output=True,
+                             text=True, check=True).stdout
+    assert "\tvfmadd" in listing  # the count reads real instructions: the same build's FMA

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import prompts
+from self_improve import prompts
 
 # arXiv 2509.04575v1, Appendix B (p. 18), copied from the paper.
 PAPER_SELF_IMPROVE = """Improve your current response to this request:

@@ -12,13 +12,13 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from buffer_store import BufferStore, StoreUnavailable
-from exit_buffer import ExitBuffer
-from exit_config import ExitConfig
-from exit_loop import ExitLoop
-from grouping import Group, Task
-from redis_buffer import RedisBuffer, redact
 from redis_fixture import fresh_prefix, group_for, own_server, redis_server, redis_store  # noqa: F401 (fixtures)
+from self_improve.buffer.exit_buffer import ExitBuffer
+from self_improve.buffer.redis_buffer import RedisBuffer, redact
+from self_improve.buffer.store import BufferStore, StoreUnavailable
+from self_improve.exit_config import ExitConfig
+from self_improve.exit_loop import ExitLoop
+from self_improve.grouping import Group, Task
 from test_exit_buffer import operations, replay
 
 TASK = Task("train-1", "What is 2+3?", "5")

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import redis
 
-from buffer_store import StoreUnavailable
-from grouping import Task
-from redis_buffer import RedisBuffer
 from redis_fixture import FAST_RETRIES, fresh_prefix, group_for, own_server, redis_server, redis_store  # noqa: F401 (fixtures)
+from self_improve.buffer.redis_buffer import RedisBuffer
+from self_improve.buffer.store import StoreUnavailable
+from self_improve.grouping import Task
 
 REPO = Path(__file__).resolve().parents[1]
 WORKERS = 4

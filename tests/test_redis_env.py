@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from conftest import run_vf_eval, saved_rows, vf_eval_command
-from redis_buffer import RedisBuffer
 from redis_fixture import fresh_prefix, own_server, redis_server  # noqa: F401 (fixtures)
 from scripted_server import ScriptedServer, cycle_policy
+from self_improve.buffer.redis_buffer import RedisBuffer
 
 G = 4
 

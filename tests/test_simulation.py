@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from self_improve import load_environment
-from simulation import (
+from self_improve.simulation import (
     LearnerModel,
     SimulationResult,
     SimulationSettings,

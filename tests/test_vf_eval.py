@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from buffer_file import read_state
 from conftest import run_vf_eval
 from scripted_server import ScriptedServer, cycle_policy
+from self_improve.buffer.checkpoint import read_state
 
 # Empty answers are verifiers' EmptyModelResponseError (retried, then recorded as an error): see
 # test_exit_hook.py::test_empty_response_is_recorded_as_an_error_and_leaves_the_buffer_untouched.

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from verifiers.v1.utils.loaders import resolve_env_config
 
-import diversity
-import prompts
-import v1_env
 from conftest import REPO, EnvServerThread
-from exit_buffer import ExitBuffer
 from scripted_server import ChatRequest, ScriptedServer
+from self_improve import prompts
+from self_improve.buffer.exit_buffer import ExitBuffer
+from self_improve.hosts import v1_env
+from self_improve.scoring import diversity
 
 G = 4
 MIN_BUFFER = 6

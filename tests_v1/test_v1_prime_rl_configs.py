@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import v1_env
-import v1_taskset
+from self_improve.hosts import v1_env, v1_taskset
 
 MAIN_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "prime-rl-main").glob("*.toml"))
 

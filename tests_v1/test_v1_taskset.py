@@ -16,13 +16,12 @@ from verifiers.v1.utils.loaders import (
     taskset_class,
 )
 
-import gsm8k_data
-import prompts
 import self_improve
-import v1_env
-from exit_loop import GroupPlan
-from grouping import Instance, Task
-from v1_taskset import SelfImproveData, SelfImproveTask, SelfImproveTaskConfig
+from self_improve import gsm8k_data, prompts
+from self_improve.exit_loop import GroupPlan
+from self_improve.grouping import Instance, Task
+from self_improve.hosts import v1_env
+from self_improve.hosts.v1_taskset import SelfImproveData, SelfImproveTask, SelfImproveTaskConfig
 
 
 def test_self_improve_exports_exactly_one_taskset_env_and_harness() -> None:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import verifiers.v1 as vf
 
-import prompts
-import v1_env
 from conftest import VfEvalFailed, run_vf_eval
 from scripted_server import ScriptedServer
+from self_improve import prompts
+from self_improve.hosts import v1_env
 
 
 def test_vf_eval_saves_exit_groups_scored_by_the_scripted_correctness(scripted_server: ScriptedServer,

@@ -29,7 +29,7 @@ import verifiers.v1 as vf
 from prime_rl.configs.orchestrator import CurriculumConfig, CustomSamplerConfig
 from prime_rl.orchestrator.curriculum import Curriculum
 
-from v1_taskset import SelfImproveData
+from self_improve.hosts.v1_taskset import SelfImproveData
 
 G = 8
 

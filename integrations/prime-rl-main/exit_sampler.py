@@ -40,11 +40,11 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from exit_config import resolve_config
-from exit_loop import ExitLoop, Rollout
-from grouping import Task
-from v1_env import LOOP_FIELDS, max_return, mint_step, plan_of
-from v1_taskset import SelfImproveData, SelfImproveTask
+from self_improve.exit_config import resolve_config
+from self_improve.exit_loop import ExitLoop, Rollout
+from self_improve.grouping import Task
+from self_improve.hosts.v1_env import LOOP_FIELDS, max_return, mint_step, plan_of
+from self_improve.hosts.v1_taskset import SelfImproveData, SelfImproveTask
 
 if TYPE_CHECKING:
     import verifiers.v1 as vf

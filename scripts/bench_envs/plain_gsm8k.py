@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import verifiers as vf
 
-import gsm8k_data
-from answer_check import is_correct
+from self_improve import gsm8k_data
+from self_improve.scoring.answer_check import is_correct
 
 
 def load_environment(seed: int = 0) -> vf.SingleTurnEnv:

@@ -1,0 +1,132 @@
+"""The ExIt loop hosted by classic verifiers (0.1.14 - 0.3.x): a ``vf.SingleTurnEnv``
+over GSM8K whose per-group hook is the body of Algorithm 1's loop.
+
+``run_group`` calls ``_run_group_states`` once per GRPO group, so the hook
+plans the whole group, lets verifiers generate and score the G rollouts of
+that one prompt, and hands them to the loop. All per-group state lives in
+local variables, so any number of groups can be in flight.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import verifiers as vf
+
+from self_improve import gsm8k_data
+from self_improve.exit_config import ExitConfig, resolve_config, signature
+from self_improve.exit_loop import ExitLoop, GroupPlan, GroupReport, Rollout, route_logs_to
+from self_improve.grouping import Task
+from self_improve.scoring.rewards import CHECK_KEYS, build_rubric, max_return, response_text
+
+
+class RolloutFailed(vf.Error):
+    """A rollout kept out of the buffer that verifiers did not mark as failed: a timeout, or no answer text."""
+
+
+def input_task(row: vf.RolloutInput) -> Task:
+    """The GSM8K task a dataset row carries."""
+    info = _info_dict(row.get("info"))
+    return Task(task_id=str(info["task_id"]), question=str(info["question"]), answer=str(row["answer"]))
+
+
+def rewrite_input(row: vf.RolloutInput, plan: GroupPlan) -> vf.RolloutInput:
+    """A copy of one rollout input carrying the plan's prompt, answer and step info."""
+    return {**row, "prompt": plan.messages(), "answer": plan.task.answer,  # type: ignore[return-value]
+            "info": {**_info_dict(row.get("info")), **plan.info()}}
+
+
+def rollout_of(state: vf.State, parser: vf.Parser) -> Rollout:
+    """What the loop needs of a scored rollout, and why it failed if it did."""
+    response_key, solved_key, timed_out_key = CHECK_KEYS
+    text = state.get(response_key)
+    if text is None:
+        text = response_text(parser, state.get("completion") or [])
+    failure = None
+    if state.get("error") is not None:
+        failure = f"error: {state['error']!r:.200}"
+    elif state.get("timed_out") or state.get("stop_condition") == "timeout_reached":
+        failure = "timed out"
+    return Rollout(response=text, reward=float(state["reward"]), correct=bool(state.get(solved_key, False)),
+                   failure=failure, check_timed_out=bool(state.get(timed_out_key, False)))
+
+
+def write_report(states: list[vf.State], report: GroupReport) -> None:
+    """Metrics, shaped rewards or advantages, and failures back into the rollouts' states."""
+    for state, metrics, reward, advantage, problem in zip(states, report.metrics, report.rewards,
+                                                          report.advantages, report.failures, strict=True):
+        state["metrics"].update(metrics)
+        if report.bonus is not None:
+            state["reward"], state["advantage"] = reward, advantage
+            for step in state["trajectory"]:
+                step["reward"], step["advantage"] = reward, advantage
+        if problem is not None and state.get("error") is None:
+            state["error"] = RolloutFailed(problem)
+        for key in CHECK_KEYS:  # read by now; kept out of what the env server sends back
+            state.pop(key, None)
+
+
+class ExitEnv(vf.SingleTurnEnv):
+    """GSM8K single-turn environment with the ExIt per-group hook."""
+
+    def __init__(self, loop: ExitLoop, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.loop = loop
+        self.max_return = max_return(self.rubric)
+
+    @property
+    def config(self) -> ExitConfig:
+        return self.loop.config
+
+    @property
+    def buffer(self) -> Any:
+        return self.loop.store
+
+    async def setup_state(self, state: vf.State) -> vf.State:
+        """A fresh seed per request when ``request_seeds`` is on."""
+        if self.config.request_seeds:
+            state["sampling_args"] = {**(state.get("sampling_args") or {}), "seed": self.loop.request_seed()}
+        return await super().setup_state(state)
+
+    async def _run_group_states(self, group_inputs: list[vf.RolloutInput], client: Any, model: str,
+                                sampling_args: vf.SamplingArgs) -> list[vf.State]:
+        plan = await self.loop.aplan(input_task(group_inputs[0]))  # Algorithm 1, lines 3-7
+        inputs = [rewrite_input(row, plan) for row in group_inputs]
+        states = await super()._run_group_states(inputs, client, model, sampling_args)  # line 8
+        rollouts = [rollout_of(state, self.parser) for state in states]
+        report = await self.loop.afinish(plan, rollouts, self.max_return)  # lines 9-13
+        write_report(states, report)
+        return states
+
+
+def load_environment(**env_args: Any) -> ExitEnv:
+    """The self-improve environment; every argument is a field of ``exit_config.ExitConfig``.
+
+    Raises:
+        ValueError: an unknown argument, a value out of range, a bad buffer
+            file or an unreachable Redis, named in the message, before any data
+            is loaded.
+    """
+    config = resolve_config(env_args)
+    route_logs_to("verifiers")
+    loop = ExitLoop.from_config(config)
+    parser = vf.MaybeThinkParser() if config.use_think else vf.Parser()
+    split_args = {"seed": config.seed, "dataset_name": config.dataset_name, "dataset_config": config.dataset_config}
+    return ExitEnv(
+        loop=loop,
+        dataset=gsm8k_data.build_split("train", config.num_train_examples, **split_args),
+        eval_dataset=gsm8k_data.build_split("test", config.num_eval_examples, **split_args),
+        parser=parser,
+        rubric=build_rubric(parser, config.iteration_reward, config.format_weight),
+    )
+
+
+load_environment.__signature__ = signature()  # type: ignore[attr-defined]
+
+
+
+def _info_dict(info: Any) -> dict[str, Any]:
+    if isinstance(info, str):
+        return json.loads(info) if info else {}
+    return dict(info or {})

@@ -1,0 +1,239 @@
+"""ExIt on verifiers 0.4 (``verifiers.v1``): one episode is one GRPO group.
+
+``vf-eval self-improve`` and prime-rl main import ``self_improve``, which
+re-exports this module's ``__all__``: the GSM8K taskset of ``v1_taskset``, its
+in-process chat harness, and :class:`ExitEnv`, the env that verifiers picks for
+the taskset (its package exports exactly one ``Env`` subclass). Like verifiers'
+own ``best-of-n`` and ``proposer_solver`` envs, one episode fans one task out to
+several agent runs and judges them together:
+
+* ``run(task, agents)`` asks the host-free loop for the group's plan (Algorithm
+  1, lines 3-7: the dispatched question, or a self-improve / self-diverge step
+  minted from a buffered instance) and runs ``rollouts_per_group`` rollouts of
+  that one prompt;
+* ``finalize(task, episode)`` builds the ``Group`` from the G traces, updates
+  the buffer (lines 9-13) and records the plan, learnability, depth and buffer
+  metrics on every trace (``record_metric``), and the diversity shaping as a
+  ``diversity`` reward (``record_reward``).
+
+The episode keeps the dispatched seed task (prime-rl checks its key and hash);
+the traces carry the minted task, whose data holds the plan, so ``finalize``
+rebuilds it from the traces and nothing per episode lives on ``self``.
+
+Traps (see docs/verifiers-v1.md): prime-rl main must train it with
+``group_size = 1`` (one episode already is a group; with more, GRPO would
+average traces of different prompts) and one static env-server worker
+(``serve.pool = {type = "static", num_workers = 1}``) unless ``buffer_url``
+points every worker at one Redis store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import typing
+from collections.abc import Mapping
+from dataclasses import asdict, fields
+from typing import Any
+
+import verifiers.v1 as vf
+from pydantic import Field, create_model, model_validator
+
+from self_improve.exit_config import ExitConfig, field_docs, resolve_config
+from self_improve.exit_loop import ExitLoop, GroupPlan, Rollout, route_logs_to
+from self_improve.grouping import Instance, Task
+from self_improve.hosts.v1_taskset import (
+    ChatHarness,
+    ChatHarnessConfig,
+    SelfImproveData,
+    SelfImproveTask,
+    SelfImproveTaskConfig,
+    SelfImproveTaskset,
+    SelfImproveTasksetConfig,
+    reply_text,
+)
+
+logger = logging.getLogger("self_improve")
+
+NOT_LOOP_FIELDS: frozenset[str] = frozenset({
+    "num_train_examples", "num_eval_examples", "dataset_name", "dataset_config",  # the taskset's
+    "iteration_reward", "use_think",  # the task's (--env.taskset.task.*)
+    "format_weight",  # the format reward's plugged weight (--env.taskset.task.rewards.format.weight)
+})
+LOOP_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ExitConfig) if f.name not in NOT_LOOP_FIELDS)
+"""The ``exit_config.ExitConfig`` arguments that configure the loop: fields of the env config."""
+
+
+class _ExitEnvFields(vf.EnvConfig):
+    """The fields of ``ExitEnvConfig`` that are not ``ExitConfig`` arguments."""
+
+    agent: vf.AgentConfig = vf.AgentConfig(runtime=vf.SubprocessConfig())
+    """The seat playing every rollout: the taskset's in-process chat harness (no uv, no index) on the
+    local subprocess runtime (no sandbox) unless set."""
+    rollouts_per_group: int = Field(8, ge=1)
+    """G, rollouts of the group's one prompt per episode (Table 4: 8)."""
+    max_concurrent_agents: int | None = Field(None, ge=1)
+    """Rollouts of one episode in flight at once (None: all G together)."""
+
+    def exit_config(self) -> ExitConfig:
+        """The loop's ``ExitConfig`` (presets applied), validated like the classic arguments."""
+        return resolve_config({name: getattr(self, name) for name in LOOP_FIELDS})
+
+    @model_validator(mode="after")
+    def _check(self) -> _ExitEnvFields:
+        config = self.exit_config()  # ValueError naming the argument
+        if config.diversity_bonus and config.diversity_mode != "reward":
+            raise ValueError("diversity_mode: must be 'reward' on verifiers v1 (an env cannot set advantages; "
+                             f"the trainer centres rewards itself), got {config.diversity_mode!r}")
+        return self
+
+
+def _loop_field_specs() -> dict[str, Any]:
+    hints, docs = typing.get_type_hints(ExitConfig), field_docs(ExitConfig)
+    return {f.name: (hints[f.name], Field(f.default, description=docs[f.name]))
+            for f in fields(ExitConfig) if f.name in LOOP_FIELDS}
+
+
+ExitEnvConfig = create_model("ExitEnvConfig", __base__=_ExitEnvFields, __module__=__name__,
+                             __doc__="`--env.*`: the seat, G, and the ExIt loop arguments of exit_config.ExitConfig.",
+                             **_loop_field_specs())
+
+
+def mint_step(task: SelfImproveTask, plan: GroupPlan, request_seed: int | None = None) -> SelfImproveTask:
+    """The task every rollout of the group answers: the plan's prompt, with the plan on its data."""
+    data = SelfImproveData.model_validate({
+        **task.data.model_dump(), **plan.info(), "id": plan.task.task_id, "answer": plan.task.answer,
+        "prompt": plan.messages(), "instance": asdict(plan.instance) if plan.instance else None,
+        "request_seed": request_seed,
+    })
+    return type(task)(data, task.config)
+
+
+def plan_of(data: SelfImproveData) -> GroupPlan:
+    """The plan a minted task carries (``mint_step``'s inverse)."""
+    instance = None
+    if data.instance is not None:
+        raw = data.instance
+        instance = Instance(**{**raw, "task": Task(**raw["task"]), "iterates": tuple(raw["iterates"]),
+                               "iterate_correct": tuple(raw["iterate_correct"])})
+    return GroupPlan(data.step, Task(data.task_id, data.question, data.answer), instance)
+
+
+def rollout_of(trace: vf.Trace, use_think: bool = False) -> Rollout:
+    """What the loop needs of a finished trace, and why it must stay out of the buffer if it must."""
+    failure = None
+    if not trace.ok:
+        error = trace.last_error
+        failure = f"error: {error.type}: {error.message}"[:300] if error else "error"
+    elif getattr(trace, "is_timeout", False):  # absent from the v1 of verifiers' 0.3.1 dev builds
+        failure = f"timed out ({trace.stop_condition})"
+    check = trace.info.get("exit_check") or {}
+    correct = check.get("correct", trace.metrics.get("solved") or 0.0)  # the task's check, else its metric
+    return Rollout(response=reply_text(trace, use_think), reward=float(trace.reward), correct=bool(correct),
+                   failure=failure, check_timed_out=bool(check.get("timed_out", False)))
+
+
+def max_return(config: SelfImproveTaskConfig) -> float:
+    """r_max: the sum of the positive reward weights (each reward is in [0, 1])."""
+    probe = SelfImproveTask(SelfImproveData(task_id="", question="", answer="0"), config)
+    weights = [getattr(fn, "_vf_weight", 1.0) for fn in probe.hooks("reward")]
+    weights += [judge.weight for judge in config.judges]
+    total = float(sum(weight for weight in weights if weight > 0))
+    if not total > 0:
+        raise ValueError(f"taskset.task.rewards: need a positive reward weight, got {weights}")
+    return total
+
+
+class ExitEnv(vf.Env[ExitEnvConfig]):  # type: ignore[valid-type]
+    """One episode = one ExIt group of ``rollouts_per_group`` rollouts of one prompt."""
+
+    def __init__(self, config: ExitEnvConfig) -> None:  # type: ignore[valid-type]
+        super().__init__(config)
+        if not issubclass(self._task_cls, SelfImproveTask):
+            raise ValueError(f"taskset.id: ExitEnv runs the self-improve taskset, got {config.taskset.id!r} "
+                             f"({self._task_cls.__name__})")
+        self.exit_config = config.exit_config()
+        self.use_think = config.taskset.task.use_think
+        self.max_return = max_return(config.taskset.task)
+        self.loop = ExitLoop.from_config(self.exit_config)
+
+    async def start(self) -> None:
+        route_logs_to("verifiers.v1")
+        if multiprocessing.parent_process() is not None and not self.loop.store.remote:
+            logger.warning("ExitEnv runs in a spawned worker process (an env-server pool?): every worker keeps "
+                           "its own ExIt buffer. Serve it with one static worker "
+                           "(serve.pool = {type = \"static\", num_workers = 1}) or share one store (buffer_url).")
+
+    async def run(self, task: vf.Task, agents: vf.Agents) -> None:
+        data = task.data
+        plan = await self.loop.aplan(Task(data.task_id, data.question, data.answer))  # Algorithm 1, lines 3-7
+        seeds = self.exit_config.request_seeds
+        steps = [mint_step(task, plan, self.loop.request_seed() if seeds else None)
+                 for _ in range(self.config.rollouts_per_group)]
+        async with asyncio.TaskGroup() as group:  # a raising run cancels its siblings
+            for step in steps:  # line 8
+                group.create_task(agents.agent.run(step))
+
+    async def finalize(self, task: vf.Task, episode: vf.Episode) -> None:
+        traces = list(episode.traces)
+        prompts = {trace.task.data.model_dump_json(exclude={"request_seed"}) for trace in traces}
+        if len(prompts) != 1 or len(traces) != self.config.rollouts_per_group:
+            raise ValueError(f"episode: expected {self.config.rollouts_per_group} traces of one minted task, got "
+                             f"{len(traces)} traces of {len(prompts)}")
+        plan = plan_of(traces[0].task.data)
+        rollouts = [rollout_of(trace, self.use_think) for trace in traces]
+        report = await self.loop.afinish(plan, rollouts, self.max_return)  # lines 9-13
+        for trace, reward, metrics in zip(traces, report.rewards, report.metrics, strict=True):
+            trace.record_metrics(metrics)
+            if report.bonus is not None:  # Section 4.2, delivered as rewards
+                trace.record_reward("diversity", reward - trace.reward)
+
+
+def prime_rl_problems(config: Mapping[str, Any]) -> list[str]:
+    """What in a prime-rl main config (the ``rl`` TOML as a dict, or its ``[orchestrator]`` table)
+    would break ExIt on its self-improve sources; [] when nothing does.
+
+    A train source must run ``group_size = 1`` (one episode already is a group; GRPO
+    averages over the episodes of a group) and one static env-server worker unless
+    ``env.buffer_url`` shares one Redis store; an eval source should ask fresh questions
+    only (``env.strategy = "grpo"``).
+    """
+    orchestrator = config.get("orchestrator", config)
+    problems = []
+    for kind in ("train", "eval"):
+        section = orchestrator.get(kind) or {}
+        default_group_size = section.get("group_size", orchestrator.get("group_size", 1) if kind == "train" else 1)
+        for index, source in enumerate(section.get("source") or []):
+            env = source.get("env") or {}
+            taskset_id = str((env.get("taskset") or {}).get("id", ""))
+            if env.get("id") or taskset_id.rsplit("/", 1)[-1].split("@", 1)[0].replace("-", "_") != "self_improve":
+                continue
+            name = f"{kind} source {source.get('name') or index}"
+            group_size = source.get("group_size", default_group_size)
+            if kind == "train" and group_size != 1:
+                problems.append(f"{name}: group_size must be 1 (an episode is already a group of "
+                                f"env.rollouts_per_group rollouts of one prompt), got {group_size}")
+            pool = (source.get("serve") or {}).get("pool") or {"type": "elastic"}
+            single = pool.get("type") == "static" and pool.get("num_workers", 4) == 1
+            if not single and not env.get("buffer_url"):
+                problems.append(f"{name}: serve.pool must be {{type = \"static\", num_workers = 1}} (each worker "
+                                f"keeps its own buffer) unless env.buffer_url shares one store, got {pool}")
+            if kind == "eval" and env.get("strategy", "diverge") != "grpo" and env.get("select_prob") != 0:
+                problems.append(f"{name}: env.strategy must be \"grpo\" to evaluate on fresh questions only, "
+                                f"got {env.get('strategy', 'diverge')!r}")
+    return problems
+
+
+
+__all__ = [
+    "ChatHarness",
+    "ChatHarnessConfig",
+    "ExitEnv",
+    "ExitEnvConfig",
+    "SelfImproveData",
+    "SelfImproveTask",
+    "SelfImproveTaskConfig",
+    "SelfImproveTaskset",
+    "SelfImproveTasksetConfig",
+]

@@ -1,0 +1,208 @@
+"""GSM8K for verifiers 0.4 (``verifiers.v1``): the taskset, its task and an in-process chat harness.
+
+* :class:`SelfImproveTaskset` yields one :class:`SelfImproveTask` per GSM8K
+  question of the bundled copy (``self_improve/data/``, through
+  ``gsm8k_data.build_split``, so subsets and ``task_id`` match the classic
+  environment), prompted with ``prompts.base_messages``.
+* The task scores a trace in process with ``answer_check``: ``correct`` (weight
+  1) is the step return, ``format`` (weight 0 unless plugged with
+  ``--env.taskset.task.rewards.format.weight``) the closed ``\\boxed{}``, and
+  the ``solved`` metric plain correctness.
+* :class:`ChatHarness` is the taskset's bundled harness: one tool-free chat
+  completion through the rollout's interception endpoint, run in this
+  process (no ``uv`` program, no index, no sandbox).
+
+The same task type carries ExIt's self-improve and self-diverge steps:
+``v1_env.ExitEnv`` mints them from a buffered instance (``step``, ``depth``,
+``parent_id``, ``prev_correct`` and the ``instance`` itself ride on the data).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+import httpx
+import verifiers.v1 as vf
+from pydantic import Field, model_validator
+from verifiers.v1.dialects.chat import message_to_wire
+
+from self_improve import gsm8k_data
+from self_improve.exit_config import resolve_config
+from self_improve.scoring import answer_check
+
+DATA_FIELDS: tuple[str, ...] = ("num_train_examples", "num_eval_examples", "dataset_name", "dataset_config", "seed")
+"""The ``exit_config.ExitConfig`` arguments that belong to the v1 taskset (they choose the rows)."""
+
+
+class SelfImproveData(vf.TaskData):
+    """One GSM8K request, and the ExIt step a minted task asks of it (defaults: a fresh question)."""
+
+    task_id: str
+    """Durable id: ``train-<row>`` / ``test-<row>`` in the full split (the task's ``key``)."""
+    question: str
+    """The original GSM8K question, whatever the prompt is."""
+    answer: str
+    """The gold number after ``####``."""
+    step: Literal["base", "improve", "diverge"] = "base"
+    """ExIt step kind of the prompt."""
+    depth: int = 0
+    """Depth of the responses this prompt produces (0 for a fresh question)."""
+    parent_id: int | None = None
+    """Buffer instance the prompt was built from (None for a fresh question)."""
+    prev_correct: bool = False
+    """Whether that instance's latest iterate was correct."""
+    instance: dict[str, Any] | None = None
+    """The buffer instance itself (``grouping.Instance`` as a dict): the lineage the group's children extend."""
+    request_seed: int | None = None
+    """``seed`` the harness sends with the request (``request_seeds``); None sends none."""
+
+
+class SelfImproveTaskConfig(vf.TaskConfig):
+    """How a self-improve trace is scored (``--env.taskset.task.*``)."""
+
+    iteration_reward: Literal["correctness", "improvement"] = "correctness"
+    """Return of a self-iteration step: plain correctness (App. A.2) or the improvement ratio."""
+    use_think: bool = False
+    """Parse answers after `</think>` (for reasoning models)."""
+
+
+def reply_text(trace: vf.Trace, use_think: bool = False) -> str:
+    """The response of a trace: its last reply, after ``</think>`` when ``use_think`` is on."""
+    text = trace.last_reply or ""
+    if use_think and "</think>" in text:
+        text = text.rsplit("</think>", 1)[1]
+    return text.strip()
+
+
+class SelfImproveTask(vf.Task[SelfImproveData, vf.State, SelfImproveTaskConfig]):
+    """A GSM8K question (or an ExIt step on one), scored in process."""
+
+    @property
+    def key(self) -> str:
+        """``task_id`` for a fresh question (stable across subsets and runs); a minted step's content hash."""
+        return self.data.task_id if self.data.instance is None else self.hash
+
+    def response(self, trace: vf.Trace) -> str:
+        """The text that is scored (``reply_text``)."""
+        return reply_text(trace, self.config.use_think)
+
+    async def check(self, trace: vf.Trace) -> dict[str, Any]:
+        """Check the response once per trace (kept in ``trace.info["exit_check"]``)."""
+        cached = trace.info.get("exit_check")
+        if cached is None:
+            text = self.response(trace)
+            check_async = getattr(answer_check, "check_async", None)
+            if check_async is not None:
+                result = await check_async(text, self.data.answer)
+                correct, timed_out = bool(result.correct), bool(getattr(result, "timed_out", False))
+            else:
+                correct, timed_out = await asyncio.to_thread(answer_check.is_correct, text, self.data.answer), False
+            cached = trace.info["exit_check"] = {"correct": correct, "timed_out": timed_out}
+        return cached
+
+    @vf.metric
+    async def solved(self, trace: vf.Trace) -> float:
+        """Plain correctness of the last ``\\boxed{}`` (what decides a child is solved)."""
+        return float((await self.check(trace))["correct"])
+
+    @vf.reward(weight=1.0)
+    async def correct(self, trace: vf.Trace) -> float:
+        """The step return: correctness, or max(0, (r - r_prev) / (1 - r_prev)) for a
+        self-iteration step under ``iteration_reward="improvement"`` (0 when r_prev = 1)."""
+        solved = float((await self.check(trace))["correct"])
+        if self.config.iteration_reward == "improvement" and self.data.step != "base":
+            previous = float(self.data.prev_correct)
+            return 0.0 if previous >= 1.0 else max(0.0, (solved - previous) / (1.0 - previous))
+        return solved
+
+    @vf.reward(weight=0.0)
+    async def format(self, trace: vf.Trace) -> float:
+        """1 when the response closes a ``\\boxed{}`` answer (weight 0: logged, not trained on)."""
+        return float(answer_check.extract_boxed(self.response(trace)) is not None)
+
+
+class SelfImproveTasksetConfig(vf.TasksetConfig):
+    """Which GSM8K rows load (``--env.taskset.*``)."""
+
+    task: SelfImproveTaskConfig = SelfImproveTaskConfig()
+    split: Literal["train", "test"] = "train"
+    """GSM8K split: train (7,473 questions) for training, test (1,319) for evaluation."""
+    num_train_examples: int = -1
+    """Seeded subset of GSM8K train (split train); -1: all 7,473."""
+    num_eval_examples: int = -1
+    """Seeded subset of GSM8K test (split test); -1: all 1,319."""
+    seed: int = 0
+    """Seeds the subsets (the same rows as the classic environment with the same seed)."""
+    dataset_name: str | None = None
+    """A `datasets` source with `question`/`answer` columns; null: the bundled copy (offline)."""
+    dataset_config: str | None = "main"
+    """Configuration name passed with `dataset_name`."""
+
+    @model_validator(mode="after")
+    def _check(self) -> SelfImproveTasksetConfig:
+        resolve_config({name: getattr(self, name) for name in DATA_FIELDS})  # ValueError naming a bad value
+        return self
+
+    @property
+    def num_examples(self) -> int:
+        """The subset size of the chosen split."""
+        return self.num_train_examples if self.split == "train" else self.num_eval_examples
+
+
+class SelfImproveTaskset(vf.Taskset[SelfImproveTask, SelfImproveTasksetConfig]):
+    """GSM8K questions with the package's boxed-answer prompt, from the bundled copy by default."""
+
+    def load(self) -> list[SelfImproveTask]:
+        config = self.config
+        rows = gsm8k_data.build_split(config.split, config.num_examples, seed=config.seed,
+                                      dataset_name=config.dataset_name, dataset_config=config.dataset_config)
+        return [
+            SelfImproveTask(SelfImproveData(id=row["info"]["task_id"], prompt=row["prompt"], answer=row["answer"],
+                                            task_id=row["info"]["task_id"], question=row["info"]["question"]),
+                            config.task)
+            for row in rows
+        ]
+
+
+class ChatHarnessConfig(vf.HarnessConfig):
+    """The in-process chat harness (``--env.agent.harness.*``)."""
+
+    request_timeout: float = Field(600.0, gt=0)
+    """Seconds one chat completion may take."""
+
+
+class ChatHarness(vf.Harness[ChatHarnessConfig]):
+    """One chat completion of the task's messages, sent from this process to the rollout's
+    interception endpoint (which records it on the trace): no tools, no program, no uv.
+
+    ``Harness.launch`` allows an in-process loop as long as every model call goes
+    through ``endpoint`` + ``secret``; this one returns a synthetic exit status.
+    """
+
+    APPENDS_SYSTEM_PROMPT = True
+    SUPPORTS_RESUME = True
+    EXECUTES_CODE = False
+    NEEDS_CONTAINER = False
+
+    async def launch(self, ctx: vf.ModelContext, trace: vf.Trace, runtime: vf.Runtime, endpoint: str, secret: str,
+                     mcp_urls: dict[str, str], data: vf.TaskData) -> vf.ProgramResult:
+        system, prompt = self.resolve_prompt(data)
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else \
+            [message_to_wire(message) for message in prompt or []]
+        if system is not None:  # a taskset-level system prompt replaces the task's own
+            messages = [{"role": "system", "content": system}] + [m for m in messages if m["role"] != "system"]
+        body: dict[str, Any] = {"model": ctx.model, "messages": messages}
+        seed = getattr(data, "request_seed", None)
+        if seed is not None:
+            body["seed"] = seed
+        async with httpx.AsyncClient(timeout=httpx.Timeout(self.config.request_timeout, connect=10.0)) as client:
+            try:
+                reply = await client.post(f"{endpoint.rstrip('/')}/chat/completions", json=body,
+                                          headers={"Authorization": f"Bearer {secret}"})
+            except httpx.HTTPError as error:
+                return vf.ProgramResult(exit_code=1, stdout="", stderr=f"chat request failed: {error!r}")
+        if reply.status_code >= 400:
+            return vf.ProgramResult(exit_code=1, stdout="",
+                                    stderr=f"chat completion failed: HTTP {reply.status_code}: {reply.text[:500]}")
+        return vf.ProgramResult(exit_code=0, stdout="", stderr="")

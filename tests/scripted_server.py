@@ -1,0 +1,213 @@
+"""A real HTTP server on 127.0.0.1 that speaks the OpenAI chat-completions API
+with scripted answers, so integration tests run the real ``vf-eval`` and the
+real OpenAI client end to end without a model.
+
+The server knows GSM8K's gold answers, recognises base, self-improve and
+self-diverge prompts, and asks a *policy* what to answer. Every response it
+serves is logged with its behaviour, so a test can check every reported
+number against what was actually sent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from self_improve import gsm8k_data
+
+BEHAVIOURS = ("correct", "wrong", "unboxed", "empty", "long", "error", "refused", "blank", "null", "hang",
+              "pathological")
+HANG_S: float = 30.0
+"""How long a ``hang`` request waits before it answers (correctly): past any test's ``--timeout``."""
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """What the policy sees of one request."""
+
+    question: str
+    gold: str
+    kind: str  # base | improve | diverge
+    previous_response: str
+    index_for_question: int  # 0 for the first request about this question
+    seed: int | None
+    body: dict[str, Any]
+
+
+@dataclass
+class Served:
+    question: str
+    kind: str
+    behaviour: str
+    text: str
+
+
+Policy = Callable[[ChatRequest], str]
+
+_REQUEST = re.compile(r"## Request:\n(.*?)\n\n## Current response:\n(.*?)(?:\n\n## Your new response format:|$)", re.S)
+
+
+def parse_prompt(user: str) -> tuple[str, str, str]:
+    """(kind, question, previous_response) of a user message built by ``prompts``."""
+    match = _REQUEST.search(user)
+    if match is None:
+        return "base", user, ""
+    kind = "diverge" if "SIGNIFICANTLY DIFFERS" in user else "improve"
+    return kind, match.group(1), match.group(2)
+
+
+def render(behaviour: str, gold: str, tag: str) -> str:
+    """The response text for a behaviour; ``tag`` makes every text unique."""
+    wrong = str(int(float(gold)) + 7) if gold.lstrip("-").replace(".", "").isdigit() else "0"
+    if behaviour == "correct":
+        return f"Working it out ({tag}). The answer is \\boxed{{{gold}}}."
+    if behaviour == "wrong":
+        return f"Working it out ({tag}). The answer is \\boxed{{{wrong}}}."
+    if behaviour == "unboxed":
+        return f"Working it out ({tag}). The answer is {gold}."
+    if behaviour in ("empty", "null"):
+        return ""
+    if behaviour == "blank":
+        return " \n\t "
+    if behaviour == "pathological":
+        return f"Working it out ({tag}). So \\boxed{{10^{{10^{{10}}}} + 1}}"
+    if behaviour == "hang":
+        return f"Working it out slowly ({tag}). The answer is \\boxed{{{gold}}}."
+    if behaviour == "long":
+        return f"({tag}) " + "Let me think about this again. " * 3000 + f"\\boxed{{{wrong}}}"
+    raise ValueError(f"behaviour: unknown {behaviour!r}")
+
+
+def cycle_policy(pattern: tuple[str, ...] = ("correct", "wrong", "unboxed", "correct")) -> Policy:
+    """The k-th request about a question gets ``pattern[k % len(pattern)]``: any
+    group of ``len(pattern)`` rollouts of one prompt sees every behaviour once."""
+
+    def policy(request: ChatRequest) -> str:
+        return pattern[request.index_for_question % len(pattern)]
+
+    return policy
+
+
+class _Server(ThreadingHTTPServer):
+    """Threaded server with a listen backlog deep enough for hundreds of concurrent clients."""
+
+    daemon_threads = True
+    request_queue_size = 512
+
+
+@dataclass
+class ScriptedServer:
+    """Start with ``start()``; ``url`` is the OpenAI base URL (``.../v1``)."""
+
+    policy: Policy = field(default_factory=cycle_policy)
+    delay_s: float = 0.0
+    served: list[Served] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    port: int = 0
+    """Port on 127.0.0.1; 0: a free one."""
+
+    def __post_init__(self) -> None:
+        self._gold = {row["question"]: gsm8k_data.gold_number(row["answer"])
+                      for split in gsm8k_data.SPLITS for row in gsm8k_data.load_raw(split)}
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._httpd is not None, "server not started"
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def start(self) -> ScriptedServer:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/") in ("/v1/models", "/health"):
+                    self._send(200, {"object": "list", "data": [{"id": "scripted", "object": "model"}]})
+                else:
+                    self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                if not self.path.rstrip("/").endswith("/chat/completions"):
+                    self._send(404, {"error": {"message": f"no route {self.path}"}})
+                    return
+                status, payload = server.answer(body)
+                if server.delay_s:
+                    time.sleep(server.delay_s)
+                self._send(status, payload)
+
+            def _send(self, status: int, payload: dict[str, Any]) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._httpd = _Server(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+
+    def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        messages = body.get("messages", [])
+        user = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+        kind, question, previous = parse_prompt(user if isinstance(user, str) else "")
+        gold = self._gold.get(question, "0")
+        with self._lock:
+            index = self._counts[question]
+            self._counts[question] += 1
+            self.requests.append(body)
+            request_number = len(self.requests)
+        request = ChatRequest(question, gold, kind, previous, index, body.get("seed"), body)
+        behaviour = self.policy(request)
+        if behaviour == "error":
+            with self._lock:
+                self.served.append(Served(question, kind, behaviour, ""))
+            return 500, {"error": {"message": "scripted server error", "type": "server_error"}}
+        if behaviour == "refused":  # a client error: not retried
+            with self._lock:
+                self.served.append(Served(question, kind, behaviour, ""))
+            return 400, {"error": {"message": "the request exceeds the context size", "type": "invalid_request_error"}}
+        text = render(behaviour, gold, f"r{request_number}")
+        with self._lock:
+            self.served.append(Served(question, kind, behaviour, text))
+        if behaviour == "hang":
+            time.sleep(HANG_S)
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if behaviour == "null":
+            message = {"role": "assistant", "content": None, "reasoning_content": "thinking, but no answer"}
+        return 200, {
+            "id": f"chatcmpl-{request_number}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "scripted"),
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": message}],
+            "usage": {"prompt_tokens": len(user.split()), "completion_tokens": len(text.split()),
+                      "total_tokens": len(user.split()) + len(text.split())},
+        }
+
+    def behaviour_of(self, text: str) -> str:
+        """The behaviour under which ``text`` was served."""
+        for served in self.served:
+            if served.text == text:
+                return served.behaviour
+        raise KeyError(f"text was never served: {text[:80]!r}")
