@@ -2,7 +2,7 @@
 # The README's test command, what CI runs: lint, then both supported stacks, each in its own
 # virtual environment (created if missing), slow tests included.
 #   1. classic verifiers 0.3 (.venv): every extra, a real redis-server, tests/
-#   2. verifiers 0.4, v1 only (.venv-v1): tests_v1/
+#   2. verifiers 0.4, v1 only (.venv-v1, the package installed from its wheel, not editable): tests_v1/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The Redis store's tests start a real redis-server.
@@ -20,5 +20,9 @@ CMAKE_ARGS="$(python3 self_improve/local/build.py)" LLAMA_CPP_BUILD_JOBS="$(npro
 
 [ -x .venv-v1/bin/python ] || python3 -m venv .venv-v1
 .venv-v1/bin/python -m pip install -q --upgrade pip
-.venv-v1/bin/python -m pip install -q -e '.[v1,test]'
-exec .venv-v1/bin/python -m pytest tests_v1
+# Not editable: the verifiers 0.4 suite runs against the built wheel, as users get it.
+.venv-v1/bin/python -m pip install -q '.[v1,test]'
+.venv-v1/bin/python -m pip install -q --force-reinstall --no-deps .
+(cd / && "$OLDPWD/.venv-v1/bin/python" -c 'import self_improve; print("tests_v1 run against", self_improve.__file__)' \
+    | grep site-packages)
+exec .venv-v1/bin/pytest -o pythonpath=tests tests_v1
