@@ -90,7 +90,7 @@ class _ExitEnvFields(vf.EnvConfig):
 
 
 def _loop_field_specs() -> dict[str, Any]:
-    hints, docs = typing.get_type_hints(ExitConfig), field_docs(ExitConfig)
+    hints, docs = typing.get_type_hints(ExitConfig), field_docs()
     return {f.name: (hints[f.name], Field(f.default, description=docs[f.name]))
             for f in fields(ExitConfig) if f.name in LOOP_FIELDS}
 
