@@ -151,29 +151,30 @@ def _hints() -> dict[str, Any]:
     return get_type_hints(ExitConfig)
 
 
-def check_field(name: str, value: Any) -> None:
-    """Raise ``ValueError`` naming ``name`` unless ``value`` fits the field's declaration.
+def check_field(name: str, value: Any, label: str | None = None) -> None:
+    """Raise ``ValueError`` naming ``label`` (default ``name``) unless ``value`` fits field ``name``'s
+    declaration.
 
     Null is accepted where the annotation allows it, except for the arguments a
     preset fills (they are checked after ``resolved``).
     """
-    hint, metadata = _hints()[name], _FIELDS[name].metadata
+    hint, metadata, label = _hints()[name], _FIELDS[name].metadata, label or name
     options = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
     if value is None and type(None) in options and name not in _PRESET_FIELDS:
         return
     kind = next(option for option in options if option is not type(None))
     if metadata[_CHECK] is not None:
-        metadata[_CHECK](name, value)
+        metadata[_CHECK](label, value)
     elif get_origin(kind) is Literal:
-        checks.choice(name, value, get_args(kind))
+        checks.choice(label, value, get_args(kind))
     elif kind is bool:
-        checks.flag(name, value)
+        checks.flag(label, value)
     elif kind is int:
-        checks.integer(name, value, int(metadata[_LOW]))
+        checks.integer(label, value, int(metadata[_LOW]))
     elif kind is float:
-        checks.number(name, value, metadata[_LOW], metadata[_HIGH])
+        checks.number(label, value, metadata[_LOW], metadata[_HIGH])
     else:
-        checks.text(name, value, nullable=len(options) > 1)
+        checks.text(label, value, nullable=len(options) > 1)
 
 
 _FIELDS = {spec.name: spec for spec in fields(ExitConfig)}
