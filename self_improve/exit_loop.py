@@ -36,18 +36,18 @@ from self_improve.buffer.store import BufferStore, StoreUnavailable
 from self_improve.exit_config import ExitConfig
 from self_improve.grouping import Group, Instance, StepKind, Task
 
-logger = logging.getLogger("self_improve")
+logger = logging.getLogger(__name__)
 
 
 def route_logs_to(host_logger: str) -> None:
-    """Send this package's log lines (``self_improve``) wherever the host's logger writes, once:
-    vf-eval and prime-rl set handlers on verifiers' logger only."""
-    theirs = logging.getLogger(host_logger)
-    if not logger.handlers and theirs.handlers:
+    """Send this package's log lines (every module logs under ``self_improve``) wherever the host's
+    logger writes, once: vf-eval and prime-rl set handlers on verifiers' logger only."""
+    package, theirs = logging.getLogger(__name__.partition(".")[0]), logging.getLogger(host_logger)
+    if not package.handlers and theirs.handlers:
         for handler in theirs.handlers:
-            logger.addHandler(handler)
-        logger.setLevel(theirs.getEffectiveLevel())
-        logger.propagate = False
+            package.addHandler(handler)
+        package.setLevel(theirs.getEffectiveLevel())
+        package.propagate = False
 
 
 @dataclass(frozen=True)

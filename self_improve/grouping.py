@@ -20,9 +20,10 @@ Usage::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -92,6 +93,45 @@ class Group:
         returns = np.asarray(self.returns, dtype=np.float64)
         return tuple(float(a) for a in returns - returns.mean())
 
+    @property
+    def previous(self) -> str:
+        """y^k, the iterate the group improved or diverged from ("" for a base step)."""
+        return self.history[-1] if self.history else ""
+
+    def children(self, store_responses: bool = True) -> tuple[Child, ...]:
+        """The instances the group proposes to the buffer (Algorithm 1, lines 11-13).
+
+        Each response extends the parent's history by one iterate and inherits S, or 0
+        when it is correct (a solved answer needs no further improvement). The plain
+        learnability curriculum (``store_responses`` False) keeps only the question of a
+        base group, with score S, and nothing of a replayed one. Every store inserts
+        exactly these, with ``parent_id`` as their parent.
+        """
+        if not store_responses:
+            return (Child((), (), self.learnability),) if self.parent_id is None else ()
+        return tuple(Child(self.history + (response,), self.history_correct + (correct,),
+                           0.0 if correct else self.learnability)
+                     for response, correct in zip(self.responses, self.correct, strict=True))
+
+
+@dataclass(frozen=True)
+class Child:
+    """An instance a group proposes, before a store gives it an id: its iterates and score."""
+
+    iterates: tuple[str, ...]
+    iterate_correct: tuple[bool, ...]
+    score: float
+
+    @property
+    def latest(self) -> str:
+        """y^k, the iterate the child's key is made of ("" for a question-only child)."""
+        return self.iterates[-1] if self.iterates else ""
+
+    @property
+    def depth(self) -> int:
+        """k for iterates y^0..y^k."""
+        return max(len(self.iterates) - 1, 0)
+
 
 @dataclass(frozen=True)
 class Instance:
@@ -129,3 +169,35 @@ class Instance:
     def latest(self) -> str:
         """y^k, the iterate a self-iteration prompt asks to improve ("" if none)."""
         return self.iterates[-1] if self.iterates else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object a buffer state (and a v1 task) stores; :meth:`from_dict` reads it back."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Instance:
+        """The instance :meth:`to_dict` wrote (lists for tuples, as JSON gives them back).
+
+        Raises ``ValueError`` saying what is malformed: a missing key, a task field or
+        iterate that is not a string, a flag that is not true/false, an id or step that
+        is not an integer, a score that is not a number.
+        """
+        try:
+            task = Task(**raw["task"])
+            iterates, iterate_correct = tuple(raw["iterates"]), tuple(raw["iterate_correct"])
+            numbers = {name: raw[name] for name in ("instance_id", "created_step", "scored_step", "times_sampled")}
+            parent, score = raw["parent_id"], raw["score"]
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"missing or malformed key {error}") from None
+        if not all(isinstance(text, str) for text in (task.task_id, task.question, task.answer, *iterates)):
+            raise ValueError("task fields and iterates must be strings")
+        if len(iterate_correct) != len(iterates) or not all(isinstance(flag, bool) for flag in iterate_correct):
+            raise ValueError("iterate_correct must hold one true/false per iterate")
+        if not all(isinstance(value, int) and not isinstance(value, bool) for value in numbers.values()):
+            raise ValueError(f"ids and steps must be integers, got {numbers}")
+        if parent is not None and (isinstance(parent, bool) or not isinstance(parent, int)):
+            raise ValueError(f"parent_id must be an integer or null, got {parent!r}")
+        if isinstance(score, bool) or not isinstance(score, (int, float)):
+            raise ValueError(f"score must be a number, got {score!r}")
+        return cls(task=task, iterates=iterates, iterate_correct=iterate_correct, score=float(score),
+                   parent_id=parent, **numbers)

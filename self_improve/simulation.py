@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from self_improve import checks
 from self_improve.exit_config import ExitConfig, Strategy
 from self_improve.exit_loop import ExitLoop, GroupPlan, Rollout
 from self_improve.grouping import Group, StepKind, Task
@@ -100,11 +101,8 @@ class LearnerModel:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first parameter that is not finite or is negative where it must not be."""
         for name, value in vars(self).items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"{name}: must be a finite number, got {value!r}")
-        for name in ("difficulty_sd", "task_lr", "base_lr", "iteration_lr"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)!r}")
+            checks.number(name, value, 0.0 if name in ("difficulty_sd", "task_lr", "base_lr", "iteration_lr")
+                          else -math.inf)
 
 
 @dataclass(frozen=True)
@@ -137,11 +135,7 @@ class SimulationSettings:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting out of range."""
         for name, value in vars(self).items():
-            low = 0 if name == "k_steps" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name}: must be an integer >= {low}, got {value!r}")
-        if self.group_size < 2:
-            raise ValueError(f"group_size: must be >= 2 for a group to have learnability, got {self.group_size}")
+            checks.integer(name, value, 0 if name == "k_steps" else 2 if name == "group_size" else 1)
         if self.rollouts < self.group_size * self.groups_per_batch:
             raise ValueError(f"rollouts: must cover at least one batch "
                              f"({self.group_size * self.groups_per_batch}), got {self.rollouts}")
@@ -248,8 +242,7 @@ class SimulationResult:
 def simulation_config(strategy: str, seed: int, settings: SimulationSettings) -> ExitConfig:
     """The environment configuration a strategy runs with: the environment's own
     defaults and presets, with the simulation's buffer sizes and seed."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy: must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
+    checks.choice("strategy", strategy, tuple(STRATEGIES))
     preset, kappa = STRATEGIES[strategy]
     arguments: dict[str, Any] = {"strategy": preset, "seed": seed, "buffer_size": settings.buffer_size,
                                  "min_buffer_size": settings.min_buffer_size}

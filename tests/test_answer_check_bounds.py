@@ -93,7 +93,7 @@ def test_every_check_returns_within_the_hard_bound(response: str, caller: str) -
 def test_an_expression_that_stalls_math_verify_is_cut_at_the_bound_and_reported(
     caller: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.DEBUG, logger="answer_check"):
+    with caplog.at_level(logging.DEBUG, logger="self_improve"):
         elapsed, result = CALLERS[caller](f"So \\boxed{{{STALLS_MATH_VERIFY}}}")
     assert result == CheckResult(False, timed_out=True, route="timeout")
     assert CHECK_TIMEOUT_S <= elapsed < HARD_BOUND_S

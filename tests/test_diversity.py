@@ -263,6 +263,45 @@ def test_claimed_texts_are_not_claimed_again_until_added_or_released() -> None:
     assert cache.claim_missing(["a", "b"]) == ["a"]
 
 
+def test_the_cache_keeps_its_invariants_under_many_threads() -> None:
+    """The loop takes no lock with a remote store, so groups finishing in worker threads call the
+    cache at once: no text is claimed twice while pending, no call raises (a dict resized while
+    ``retain`` iterates it), and every vector left is one that was added."""
+    texts = [f"text {i}" for i in range(4000)]
+    claimed: list[list[str]] = []
+    errors: list[BaseException] = []
+    cache = BufferEmbeddings()
+    start = threading.Barrier(8)
+
+    def worker(index: int) -> None:
+        try:
+            start.wait()
+            for round_ in range(20):
+                mine = cache.claim_missing(texts, limit=len(texts))
+                claimed.append(mine)
+                extra = [f"group {index}.{round_}.{k}" for k in range(300)]
+                cache.add(extra, np.ones((len(extra), 2)))
+                cache.retain(texts[index * 500:] + extra)
+                cache.diversity(extra[:3])
+        except Exception as error:  # a thread's exception would otherwise only be printed
+            errors.append(error)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter allows
+    try:
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors
+    every_claim = [text for claim in claimed for text in claim]
+    assert sorted(every_claim) == sorted(texts)  # each text claimed once: no add or release came for them
+    assert all(np.array_equal(vector, np.ones(2)) for vector in cache._vectors.values())
+
+
 def test_buffer_diversity_leaves_out_texts_without_a_vector() -> None:
     cache = BufferEmbeddings()
     cache.add(["x", "y", "-x"], np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))

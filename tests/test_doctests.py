@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 MODULES = ("self_improve.scoring.answer_check", "self_improve.buffer.exit_buffer", "self_improve.grouping",
-           "self_improve.prompts", "self_improve.simulation")
+           "self_improve.prompts", "self_improve.simulation", "self_improve.checks")
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from self_improve.buffer.exit_buffer import ExitBuffer, exp_weights
+from self_improve.buffer.exit_buffer import ExitBuffer
 from self_improve.grouping import Group, Task
 
 TASK = Task("train-1", "What is 2+3?", "5")
@@ -148,8 +148,23 @@ def test_sampling_frequencies_follow_exp_kappa_score() -> None:
     assert np.abs(counts / draws - expected).max() < 0.01
 
 
+def probabilities(buffer: ExitBuffer) -> np.ndarray:
+    """exp(kappa S_i) / sum_j exp(kappa S_j) over the held instances, in slot order."""
+    scores = np.array([instance.score for instance in buffer.instances()])
+    weights = np.exp(buffer.kappa * (scores - scores.max()))
+    return weights / weights.sum()
+
+
 def test_kappa_zero_samples_uniformly() -> None:
-    assert np.allclose(exp_weights(np.array([0.0, 0.25, 3.0]), 0.0), 1.0)
+    buffer = ExitBuffer(capacity=4, kappa=0.0, seed=3)
+    buffer.observe(base_group(responses=("a", "b", "c"), correct=(True, False, False)))
+    assert sorted({i.score for i in buffer.instances()}) == [0.0, pytest.approx(2 / 9)]
+    assert np.allclose(probabilities(buffer), 1 / 3)
+    twin = np.random.default_rng()
+    twin.bit_generator.state = buffer.state_dict()["rng"]
+    held = [i.instance_id for i in buffer.instances()]
+    for _ in range(30):
+        assert buffer.sample().instance_id == held[int(twin.choice(3, p=np.full(3, 1 / 3)))]
 
 
 def test_sampling_counts_times_sampled() -> None:
@@ -262,14 +277,14 @@ def test_running_metrics_agree_with_the_held_instances(capacity: int, ops) -> No
 @given(st.integers(1, 6), operations, st.sampled_from([0.0, 1.0, 10.0, 50.0]))
 def test_draws_are_numpy_choice_over_the_exp_kappa_score_distribution(capacity: int, ops, kappa: float) -> None:
     """Each draw takes one uniform number from the generator and lands where numpy's
-    ``choice`` with ``probabilities()`` lands for the same generator state."""
+    ``choice`` with ``probabilities(buffer)`` lands for the same generator state."""
     buffer = ExitBuffer(capacity=capacity, kappa=kappa, seed=11)
     replay(buffer, ops)
     twin = np.random.default_rng()
     twin.bit_generator.state = buffer.state_dict()["rng"]
     held = [i.instance_id for i in buffer.instances()]
     for _ in range(20):
-        expected = held[int(twin.choice(len(held), p=buffer.probabilities()))]
+        expected = held[int(twin.choice(len(held), p=probabilities(buffer)))]
         assert buffer.sample().instance_id == expected
     assert buffer.state_dict()["rng"] == twin.bit_generator.state
 

@@ -104,7 +104,7 @@ def test_budget_below_one_batch_raises_value_error_naming_rollouts() -> None:
 
 
 def test_negative_learning_rate_raises_value_error_naming_it() -> None:
-    with pytest.raises(ValueError, match="iteration_lr: must be >= 0"):
+    with pytest.raises(ValueError, match=r"iteration_lr: must be a number in \[0.0, inf\), got -0.1"):
         simulate("improve", 0, FAST, LearnerModel(iteration_lr=-0.1))
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from self_improve.atomic_io import write_text_atomic
 from self_improve.buffer.store import BufferStore
 
-logger = logging.getLogger("self_improve")
+logger = logging.getLogger(__name__)
 
 _CLAIMED: dict[str, int] = {}
 """Lock file descriptors of the buffer files this process writes, by real path."""

@@ -32,31 +32,16 @@ import heapq
 import math
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from self_improve.buffer.state import MAX_SCORE, STATE_VERSION, check_state, response_key
+from self_improve.buffer.store import buffer_metrics, check_sizes
 from self_improve.buffer.sum_tree import TINY_TOTAL, SumTree
 from self_improve.exit_config import ExitConfig
-from self_improve.grouping import Group, Instance, Task
-
-
-def exp_weights(scores: np.ndarray, kappa: float) -> np.ndarray:
-    """Unnormalised sampling weights exp(kappa * S), shifted by max for stability."""
-    if len(scores) == 0:
-        return np.zeros(0)
-    logits = kappa * scores
-    return np.exp(logits - logits.max())
-
-
-def normalize_probabilities(weights: np.ndarray) -> np.ndarray:
-    """Turn non-negative weights into a distribution."""
-    total = weights.sum()
-    if not total > 0:
-        raise ValueError("weights: must have a positive sum")
-    return weights / total
+from self_improve.grouping import Child, Group, Instance, Task
 
 
 class ExitBuffer:
@@ -86,10 +71,7 @@ class ExitBuffer:
         seed: int = ExitConfig.seed,
         store_responses: bool = True,
     ) -> None:
-        if not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"capacity: must be an integer >= 1, got {capacity!r}")
-        if not math.isfinite(kappa) or kappa < 0:
-            raise ValueError(f"kappa: must be a finite number >= 0, got {kappa!r}")
+        check_sizes(capacity, kappa)
         self.capacity = capacity
         self.kappa = float(kappa)
         self.store_responses = store_responses
@@ -132,10 +114,6 @@ class ExitBuffer:
         slot = self._slot_of_id.get(instance_id)
         return None if slot is None else self._slots[slot]
 
-    def probabilities(self) -> np.ndarray:
-        """Current sampling distribution over slots."""
-        return normalize_probabilities(exp_weights(np.array(self._scores), self.kappa))
-
     def sample(self) -> Instance:
         """Draw one instance with probability proportional to exp(kappa * S).
 
@@ -169,48 +147,30 @@ class ExitBuffer:
         False) instead stores the task of a base group with score S.
         """
         self.step += 1
-        score = group.learnability
         if group.parent_id is not None:
             slot = self._slot_of_id.get(group.parent_id)
             if slot is not None:
-                self._set_slot(slot, replace(self._slots[slot], score=score, scored_step=self.step))
-        if not self.store_responses:
-            if group.parent_id is None:
-                self._insert(group.task, (), (), score, None)
-            return
-        for response, correct in zip(group.responses, group.correct, strict=True):
-            self._insert(
-                group.task,
-                group.history + (response,),
-                group.history_correct + (correct,),
-                0.0 if correct else score,
-                group.parent_id,
-            )
+                self._set_slot(slot, replace(self._slots[slot], score=group.learnability, scored_step=self.step))
+        for child in group.children(self.store_responses):
+            self._insert(group.task, child, group.parent_id)
 
-    def _insert(
-        self,
-        task: Task,
-        iterates: tuple[str, ...],
-        iterate_correct: tuple[bool, ...],
-        score: float,
-        parent_id: int | None,
-    ) -> None:
-        key = response_key(task.task_id, iterates[-1] if iterates else "")
+    def _insert(self, task: Task, child: Child, parent_id: int | None) -> None:
+        key = response_key(task.task_id, child.latest)
         if key in self._slot_of_key:
             return
         if len(self) < self.capacity:
             slot = self._open_slot()
         else:
             slot = self._lowest_slot()
-            if score < self._scores[slot]:
+            if child.score < self._scores[slot]:
                 return
             self._forget(slot)
         self._place(slot, key, Instance(
             instance_id=self._next_id,
             task=task,
-            iterates=iterates,
-            iterate_correct=iterate_correct,
-            score=float(score),
+            iterates=child.iterates,
+            iterate_correct=child.iterate_correct,
+            score=float(child.score),
             parent_id=parent_id,
             created_step=self.step,
             scored_step=self.step,
@@ -280,17 +240,8 @@ class ExitBuffer:
 
     def metrics(self) -> dict[str, float]:
         """Size, score mean/max, mean depth and distinct tasks, for logging."""
-        if not self._slots:
-            return {"buffer_size": 0.0, "buffer_score_mean": 0.0, "buffer_score_max": 0.0,
-                    "buffer_depth_mean": 0.0, "buffer_distinct_tasks": 0.0}
-        size = len(self)
-        return {
-            "buffer_size": float(size),
-            "buffer_score_mean": self._score_sum / size,
-            "buffer_score_max": self._top_score(),
-            "buffer_depth_mean": self._depth_sum / size,
-            "buffer_distinct_tasks": float(len(self._task_counts)),
-        }
+        return buffer_metrics(len(self), self._score_sum, self._top_score() if self._slots else 0.0,
+                              self._depth_sum, len(self._task_counts))
 
     def state_dict(self) -> dict[str, Any]:
         """A JSON-serialisable snapshot that ``load_state_dict`` restores exactly,
@@ -303,7 +254,7 @@ class ExitBuffer:
             "step": self.step,
             "next_id": self._next_id,
             "rng": self._rng.bit_generator.state,
-            "instances": [asdict(instance) for instance in self._slots],
+            "instances": [instance.to_dict() for instance in self._slots],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

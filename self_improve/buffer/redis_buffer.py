@@ -47,10 +47,10 @@ from redis.retry import Retry
 from self_improve.buffer import redis_scripts
 from self_improve.buffer.redis_scripts import dedupe_key
 from self_improve.buffer.state import STATE_VERSION, check_state
-from self_improve.buffer.store import StoreUnavailable
+from self_improve.buffer.store import StoreUnavailable, buffer_metrics, check_sizes
 from self_improve.grouping import Group, Instance, Task
 
-logger = logging.getLogger("self_improve")
+logger = logging.getLogger(__name__)
 
 _Result = TypeVar("_Result")
 
@@ -122,10 +122,7 @@ class RedisBuffer:
         retry_delays: Sequence[float] = (0.1, 0.4, 1.6),
         timeout_s: float = 5.0,
     ) -> None:
-        if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
-            raise ValueError(f"capacity: must be an integer >= 1, got {capacity!r}")
-        if not math.isfinite(kappa) or kappa < 0:
-            raise ValueError(f"kappa: must be a finite number >= 0, got {kappa!r}")
+        check_sizes(capacity, kappa)
         if not isinstance(prefix, str) or not prefix or any(c.isspace() for c in prefix):
             raise ValueError(f"prefix: must be a non-empty string without spaces, got {prefix!r}")
         if not all(math.isfinite(delay) and delay >= 0 for delay in retry_delays):
@@ -232,20 +229,13 @@ class RedisBuffer:
         A retry after a lost reply is recognised by the group's token and not
         applied twice.
         """
-        score = group.learnability
-        if self.store_responses:
-            children = [(group.history + (response,), group.history_correct + (correct,), 0.0 if correct else score)
-                        for response, correct in zip(group.responses, group.correct, strict=True)]
-        else:
-            children = [((), (), score)] if group.parent_id is None else []
         task_id = group.task.task_id
         parent = "" if group.parent_id is None else _member(group.parent_id)
         token = uuid.uuid4().hex
-        args = [*self._config, token, parent, dedupe_key(task_id, group.history[-1] if group.history else ""),
-                repr(score)]
-        for iterates, correct, child_score in children:
-            args += [dedupe_key(task_id, iterates[-1] if iterates else ""), repr(float(child_score)), task_id,
-                     str(max(len(iterates) - 1, 0)), _body_tail(group.task, iterates, correct, group.parent_id)]
+        args = [*self._config, token, parent, dedupe_key(task_id, group.previous), repr(group.learnability)]
+        for child in group.children(self.store_responses):
+            args += [dedupe_key(task_id, child.latest), repr(float(child.score)), task_id, str(child.depth),
+                     _body_tail(group.task, child.iterates, child.iterate_correct, group.parent_id)]
         reply = self._call(self._observe, keys=[*self._keys, f"{self.prefix}:group:{token}"], args=args)
         self._check_config(reply)
         if reply[0] == "created":
@@ -267,10 +257,9 @@ class RedisBuffer:
 
     @staticmethod
     def _instance(body: str, score: float, scored: str, times: str | int) -> Instance:
-        raw = json.loads(body)
-        return Instance(instance_id=raw["instance_id"], task=Task(**raw["task"]), iterates=tuple(raw["iterates"]),
-                        iterate_correct=tuple(raw["iterate_correct"]), score=score, parent_id=raw["parent_id"],
-                        created_step=raw["created_step"], scored_step=int(scored), times_sampled=int(times))
+        """An instance from its stored body and the columns kept beside it."""
+        return Instance.from_dict({**json.loads(body), "score": float(score), "scored_step": int(scored),
+                                   "times_sampled": int(times)})
 
     def _held(self, snapshot: dict[str, dict[str, Any]]) -> list[Instance]:
         """The snapshot's instances in slot order."""
@@ -285,12 +274,7 @@ class RedisBuffer:
     def metrics(self) -> dict[str, float]:
         """``ExitBuffer.metrics()``'s keys, from counters the scripts maintain (O(log N))."""
         size, total, top, depth_sum, distinct = self._call(self._metrics, keys=self._keys)
-        if not size:
-            return {"buffer_size": 0.0, "buffer_score_mean": 0.0, "buffer_score_max": 0.0,
-                    "buffer_depth_mean": 0.0, "buffer_distinct_tasks": 0.0}
-        return {"buffer_size": float(size), "buffer_score_mean": float(total) / size,
-                "buffer_score_max": float(top), "buffer_depth_mean": int(depth_sum) / size,
-                "buffer_distinct_tasks": float(distinct)}
+        return buffer_metrics(size, float(total), float(top), depth_sum, distinct)
 
     def state_dict(self) -> dict[str, Any]:
         """``ExitBuffer.state_dict``'s layout (instances in slot order) with this client's generator state."""
@@ -300,7 +284,7 @@ class RedisBuffer:
         return {"version": STATE_VERSION, "capacity": self.capacity, "kappa": self.kappa,
                 "store_responses": self.store_responses, "step": int(snapshot["state"].get("step", 0)),
                 "next_id": int(snapshot["state"].get("next_id", 0)), "rng": rng,
-                "instances": [asdict(instance) for instance in self._held(snapshot)]}
+                "instances": [instance.to_dict() for instance in self._held(snapshot)]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Replace the whole store with a snapshot (of either store), atomically for every worker;

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from self_improve.grouping import Instance, Task
+from self_improve.grouping import Instance
 
 STATE_VERSION: int = 1
 """Version of the ``state_dict`` layout; bumped on incompatible changes."""
@@ -100,22 +100,6 @@ def check_state(state: Any, capacity: int, kappa: float, store_responses: bool) 
 
 def _instance_from_dict(raw: Any) -> Instance:
     try:
-        task = Task(**raw["task"])
-        iterates = tuple(raw["iterates"])
-        iterate_correct = tuple(raw["iterate_correct"])
-        if not all(isinstance(text, str) for text in (task.task_id, task.question, task.answer, *iterates)):
-            raise TypeError("task fields and iterates must be strings")
-        if len(iterate_correct) != len(iterates) or not all(isinstance(flag, bool) for flag in iterate_correct):
-            raise TypeError("iterate_correct must hold one true/false per iterate")
-        numbers = {name: raw[name] for name in ("instance_id", "created_step", "scored_step", "times_sampled")}
-        if not all(isinstance(value, int) and not isinstance(value, bool) for value in numbers.values()):
-            raise TypeError(f"ids and steps must be integers, got {numbers}")
-        parent = raw["parent_id"]
-        if parent is not None and (isinstance(parent, bool) or not isinstance(parent, int)):
-            raise TypeError(f"parent_id must be an integer or null, got {raw['parent_id']!r}")
-        if isinstance(raw["score"], bool) or not isinstance(raw["score"], (int, float)):
-            raise TypeError(f"score must be a number, got {raw['score']!r}")
-        return Instance(task=task, iterates=iterates, iterate_correct=iterate_correct, score=float(raw["score"]),
-                        parent_id=raw["parent_id"], **numbers)
-    except (KeyError, TypeError) as error:
-        raise ValueError(f"instances: malformed instance {raw!r:.200} ({error})") from error
+        return Instance.from_dict(raw)
+    except ValueError as error:
+        raise ValueError(f"instances: malformed instance {raw!r:.200} ({error})") from None

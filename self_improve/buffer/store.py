@@ -20,7 +20,26 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
+from self_improve.exit_config import check_field
 from self_improve.grouping import Group, Instance
+
+
+def check_sizes(capacity: Any, kappa: Any) -> None:
+    """A store's ``capacity`` and ``kappa`` by the rules of the ``buffer_size`` and ``kappa`` arguments
+    (``exit_config.ExitConfig``); ``ValueError`` naming the store's argument."""
+    check_field("buffer_size", capacity, label="capacity")
+    check_field("kappa", kappa)
+
+
+def buffer_metrics(size: int, score_sum: float, score_max: float, depth_sum: int,
+                   distinct_tasks: int) -> dict[str, float]:
+    """``BufferStore.metrics`` from a store's running counters: every value 0 for an empty store."""
+    if not size:
+        return dict.fromkeys(("buffer_size", "buffer_score_mean", "buffer_score_max", "buffer_depth_mean",
+                              "buffer_distinct_tasks"), 0.0)
+    return {"buffer_size": float(size), "buffer_score_mean": float(score_sum) / size,
+            "buffer_score_max": float(score_max), "buffer_depth_mean": int(depth_sum) / size,
+            "buffer_distinct_tasks": float(distinct_tasks)}
 
 
 class StoreUnavailable(ConnectionError):

@@ -34,7 +34,7 @@ import logging
 import multiprocessing
 import typing
 from collections.abc import Mapping
-from dataclasses import asdict, fields
+from dataclasses import fields
 from typing import Any
 
 import verifiers.v1 as vf
@@ -54,7 +54,7 @@ from self_improve.hosts.v1_taskset import (
     reply_text,
 )
 
-logger = logging.getLogger("self_improve")
+logger = logging.getLogger(__name__)
 
 NOT_LOOP_FIELDS: frozenset[str] = frozenset({
     "num_train_examples", "num_eval_examples", "dataset_name", "dataset_config",  # the taskset's
@@ -90,7 +90,7 @@ class _ExitEnvFields(vf.EnvConfig):
 
 
 def _loop_field_specs() -> dict[str, Any]:
-    hints, docs = typing.get_type_hints(ExitConfig), field_docs(ExitConfig)
+    hints, docs = typing.get_type_hints(ExitConfig), field_docs()
     return {f.name: (hints[f.name], Field(f.default, description=docs[f.name]))
             for f in fields(ExitConfig) if f.name in LOOP_FIELDS}
 
@@ -104,7 +104,7 @@ def mint_step(task: SelfImproveTask, plan: GroupPlan, request_seed: int | None =
     """The task every rollout of the group answers: the plan's prompt, with the plan on its data."""
     data = SelfImproveData.model_validate({
         **task.data.model_dump(), **plan.info(), "id": plan.task.task_id, "answer": plan.task.answer,
-        "prompt": plan.messages(), "instance": asdict(plan.instance) if plan.instance else None,
+        "prompt": plan.messages(), "instance": plan.instance.to_dict() if plan.instance else None,
         "request_seed": request_seed,
     })
     return type(task)(data, task.config)
@@ -112,11 +112,7 @@ def mint_step(task: SelfImproveTask, plan: GroupPlan, request_seed: int | None =
 
 def plan_of(data: SelfImproveData) -> GroupPlan:
     """The plan a minted task carries (``mint_step``'s inverse)."""
-    instance = None
-    if data.instance is not None:
-        raw = data.instance
-        instance = Instance(**{**raw, "task": Task(**raw["task"]), "iterates": tuple(raw["iterates"]),
-                               "iterate_correct": tuple(raw["iterate_correct"])})
+    instance = None if data.instance is None else Instance.from_dict(data.instance)
     return GroupPlan(data.step, Task(data.task_id, data.question, data.answer), instance)
 
 

@@ -17,7 +17,7 @@ from self_improve.atomic_io import write_text_atomic
 from self_improve.grouping import StepKind
 from self_improve.kstep.config import RUN_FILE, SPLIT, EvalConfig
 
-logger = logging.getLogger("k_step_eval")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from self_improve import prompts, sampling
+from self_improve import checks, prompts, sampling
 from self_improve.cli_args import option
 from self_improve.local.weights import MODEL_NAME
 
@@ -60,21 +60,14 @@ class EvalConfig:
     progress: bool = option(True, "draw the progress bar on stderr")
 
     def __post_init__(self) -> None:
-        if self.num_questions != -1 and self.num_questions < 1:
-            raise ValueError(f"num_questions: must be >= 1 or -1 (all), got {self.num_questions}")
+        checks.subset_size("num_questions", self.num_questions)
         for name in ("samples", "concurrency", "max_tokens", "max_attempts"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.steps < 0:
-            raise ValueError(f"steps: must be >= 0, got {self.steps}")
-        if not 0.0 <= self.divergence_prob <= 1.0:
-            raise ValueError(f"divergence_prob: must be in [0, 1], got {self.divergence_prob}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature: must be >= 0, got {self.temperature}")
-        if self.retry_backoff_s < 0:
-            raise ValueError(f"retry_backoff_s: must be >= 0, got {self.retry_backoff_s}")
-        if self.timeout_s <= 0:
-            raise ValueError(f"timeout_s: must be > 0, got {self.timeout_s}")
+            checks.integer(name, getattr(self, name), 1)
+        checks.integer("steps", self.steps, 0)
+        checks.number("divergence_prob", self.divergence_prob, 0.0, 1.0)
+        checks.number("temperature", self.temperature, 0.0)
+        checks.number("retry_backoff_s", self.retry_backoff_s, 0.0)
+        checks.number("timeout_s", self.timeout_s, 0.0, low_open=True)
         if not isinstance(self.sampling_args, dict) or not isinstance(self.sampling_args.get("extra_body", {}), dict):
             raise ValueError(f"sampling_args: must be a JSON object (extra_body too), got {self.sampling_args!r}")
         reserved = RESERVED_SAMPLING_KEYS & set(self.body_args)

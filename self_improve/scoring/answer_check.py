@@ -348,11 +348,6 @@ async def check_async(response: str, gold: str, timeout_s: float = CHECK_TIMEOUT
     return _symbolic_result(await loop.run_in_executor(pool.executor(), pool.ask, *plan, called_at, timeout_s))
 
 
-def is_equivalent(predicted: str, gold: str) -> bool:
-    """True when the extracted answer ``predicted`` equals the gold answer."""
-    return _judge(predicted, gold, CHECK_TIMEOUT_S).correct
-
-
 def is_correct(response: str, gold: str) -> bool:
     """:func:`check`'s verdict alone."""
     return check(response, gold).correct

@@ -154,18 +154,22 @@ class BufferEmbeddings:
     extra model call: a group's children are exactly its responses, which the
     diversity bonus embeds anyway.
 
-    Used from the event loop only, between awaits (so it needs no lock):
-    ``claim_missing`` before embedding, ``add`` and ``retain`` right before the
-    group enters the buffer, ``diversity`` after. Texts are keys, so identical
-    responses of different tasks share one vector.
+    Safe from any thread: every method holds the cache's own lock, so the
+    groups a loop finishes in worker threads (with a remote store it takes no
+    lock of its own) never see it half-updated. ``claim_missing`` before
+    embedding, ``add`` and ``retain`` right before the group enters the buffer,
+    ``diversity`` after. Texts are keys, so identical responses of different
+    tasks share one vector.
     """
 
     def __init__(self) -> None:
         self._vectors: dict[str, np.ndarray] = {}
         self._pending: set[str] = set()
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._vectors)
+        with self._lock:
+            return len(self._vectors)
 
     def claim_missing(self, texts: Iterable[str], limit: int = CATCH_UP_PER_GROUP) -> list[str]:
         """Up to ``limit`` of ``texts`` that have no vector and that no other group is
@@ -173,36 +177,41 @@ class BufferEmbeddings:
         if limit < 0:
             raise ValueError(f"limit: must be >= 0, got {limit}")
         claimed: list[str] = []
-        for text in dict.fromkeys(texts):
-            if len(claimed) == limit:
-                break
-            if text not in self._vectors and text not in self._pending:
-                claimed.append(text)
-        self._pending.update(claimed)
+        with self._lock:
+            for text in dict.fromkeys(texts):
+                if len(claimed) == limit:
+                    break
+                if text not in self._vectors and text not in self._pending:
+                    claimed.append(text)
+            self._pending.update(claimed)
         return claimed
 
     def release(self, texts: Iterable[str]) -> None:
         """Give up claims whose embedding failed, so a later group retries them."""
-        self._pending.difference_update(texts)
+        with self._lock:
+            self._pending.difference_update(texts)
 
     def add(self, texts: Sequence[str], vectors: np.ndarray) -> None:
         """Store one vector per text (and end any claim on those texts)."""
         if len(texts) != len(vectors):
             raise ValueError(f"vectors: expected {len(texts)} rows (one per text), got {len(vectors)}")
-        for text, vector in zip(texts, vectors, strict=True):
-            self._vectors[text] = np.asarray(vector, dtype=np.float64)
-        self._pending.difference_update(texts)
+        rows = {text: np.asarray(vector, dtype=np.float64) for text, vector in zip(texts, vectors, strict=True)}
+        with self._lock:
+            self._vectors.update(rows)
+            self._pending.difference_update(texts)
 
     def retain(self, texts: Iterable[str]) -> None:
         """Drop every vector whose text is not in ``texts`` (the buffer plus the group
         about to enter it), so memory stays at about the buffer's size."""
         keep = set(texts)
-        self._vectors = {text: vector for text, vector in self._vectors.items() if text in keep}
+        with self._lock:
+            self._vectors = {text: vector for text, vector in self._vectors.items() if text in keep}
 
     def diversity(self, texts: Iterable[str]) -> float:
         """Mean pairwise cosine distance of the embedded ``texts``; texts not embedded yet
         (part of a resumed buffer still being caught up) are left out."""
-        vectors = [self._vectors[text] for text in texts if text in self._vectors]
+        with self._lock:
+            vectors = [self._vectors[text] for text in texts if text in self._vectors]
         return mean_pairwise_cosine_distance(np.array(vectors)) if len(vectors) > 1 else 0.0
 
 
@@ -311,10 +320,14 @@ class Shaping:
 class DiversityBonus:
     """Section 4.2 for the ExIt loop: embed a group, shape it, and measure the buffer's diversity.
 
-    The cache is not locked: the loop calls ``claim`` and then ``shape`` and
-    ``buffer_diversity`` under its own store lock, with only ``embed`` (the
-    slow part) outside it, so every child a group inserts has its vector
-    before any other group can evict it.
+    The cache locks itself, whatever the store. With the in-process store the
+    loop also calls ``claim`` and then ``shape`` and ``buffer_diversity`` under
+    its store lock, with only ``embed`` (the slow part) outside it, so every
+    child a group inserts has its vector before any other group's ``retain``
+    can drop it. With a remote store (no loop lock; other workers write the
+    store anyway) a concurrent ``retain`` may drop a vector whose text has just
+    entered the buffer: ``buffer_diversity`` then leaves that text out until a
+    later ``claim`` embeds it again, as for a resumed buffer.
     """
 
     def __init__(self, model_name: str, min_range: float, mode: DiversityMode) -> None:

@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-logger = logging.getLogger("answer_check")
+logger = logging.getLogger(__name__)
 
 WORKER_START_TIMEOUT_S: float = 60.0
 """Bound on the one-time start of the symbolic workers (import and warm-up)."""
