@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("--main-job", action="store_true", help="also time the main job on both engines")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
-    questions = [row["question"] for row in gsm8k_data.load_raw("test")[:8]]
+    questions = list(gsm8k_data.load_raw("test")[:8]["question"])
     new_binary = engine_binary()
     results: dict[str, object] = {"amx_instructions_in_new_engine": amx_instruction_count(new_binary),
                                   "cpus": os.cpu_count(), "max_tokens": args.max_tokens}
