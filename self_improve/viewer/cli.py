@@ -36,16 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Sequence[str] | None = None) -> ViewerConfig:
     """The ``ViewerConfig`` of a command line; a bad value raises ``ValueError`` naming its flag."""
-    namespace = build_parser().parse_args(argv)
+    namespace = build_parser().parse_intermixed_args(argv)  # `SOURCE --prefix P show ID` too
     words, show = list(namespace.words), None
     if len(words) >= 2 and words[-2] == SHOW:
         try:
             show = int(words[-1])
         except ValueError:
-            raise ValueError(f"show: must be followed by an instance id, got {words[-1]!r}") from None
+            raise ValueError(f"show ID: must be followed by an instance id, got {words[-1]!r}") from None
         words = words[:-2]
     elif words[-1] == SHOW:
-        raise ValueError("show: must be followed by an instance id")
+        raise ValueError("show ID: must be followed by an instance id")
     return cli_args.from_namespace(ViewerConfig, namespace, sources=tuple(words), show=show)
 
 
@@ -112,8 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             show_run(config)
         else:
             show_buffer(config)
-    except (ValueError, ViewerError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+    except (ValueError, ViewerError) as error:  # named by field: the flag is added, as for a bad value
+        print(f"{PROG}: error: {cli_args.with_flags(ViewerConfig, str(error))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `| head` closed stdout
         return 0

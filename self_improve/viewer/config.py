@@ -48,19 +48,19 @@ class ViewerConfig:
 
     def __post_init__(self) -> None:
         if not self.sources:
-            raise ValueError("sources: give a buffer file, a redis:// URL or results.jsonl files")
+            raise ValueError("source: give a buffer file, a redis:// URL or results.jsonl files")
         redis_sources = [source for source in self.sources if is_redis(source)]
         results = [source for source in self.sources if is_results(source)]
         if len(self.sources) > 1 and len(results) != len(self.sources):
-            raise ValueError(f"sources: several sources must all be results.jsonl files, got {list(self.sources)}")
+            raise ValueError(f"source: several sources must all be results.jsonl files, got {list(self.sources)}")
         if self.show is not None and results:
-            raise ValueError(f"show: needs a buffer source (a buffer file or a redis:// URL), got {results[0]}")
+            raise ValueError(f"show ID: needs a buffer source (a buffer file or a redis:// URL), got {results[0]}")
         if self.show is not None and self.show < 0:
-            raise ValueError(f"show: must be an instance id >= 0, got {self.show}")
+            raise ValueError(f"show ID: must be an instance id >= 0, got {self.show}")
         for source in redis_sources:
             parts = urlsplit(source)
             if parts.password is not None or "password" in dict(parse_qsl(parts.query)):
-                raise ValueError("sources: a Redis password may not be written in the URL; put it in an env var "
+                raise ValueError("source: a Redis password may not be written in the URL; put it in an env var "
                                  "and name the variable with --password-var")
         if not self.prefix or any(character.isspace() for character in self.prefix):
             raise ValueError(f"prefix: must be a non-empty string without spaces, got {self.prefix!r}")

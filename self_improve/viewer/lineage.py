@@ -44,7 +44,7 @@ def chain(snapshot: BufferSnapshot, instance_id: int, kappa: float | None = None
     if instance is None:
         held = sorted(i.instance_id for i in snapshot.instances)
         span = f"ids {held[0]}..{held[-1]}" if held else "no instance"
-        raise ViewerError(f"show: instance {instance_id} is not in {snapshot.source} (it holds {len(held)}: {span}; "
+        raise ViewerError(f"show ID: instance {instance_id} is not in {snapshot.source} (it holds {len(held)}: {span}; "
                           "an evicted instance is gone)")
     slot = snapshot.instances.index(instance)
     chance = probabilities(snapshot, snapshot.kappa if kappa is None else kappa)

@@ -4,7 +4,7 @@ Classic verifiers (``vf-eval ... -s``) writes ``results.jsonl``: one row per rol
 a group sharing an ``example_id``, each with the step's ``info`` (``task_id``, ``step``, ``depth``,
 ``parent_id``) and the loop's per-rollout ``metrics`` (``learnability``, ``from_buffer``, and the
 buffer's ``buffer_size``, ``buffer_depth_mean``, ``buffer_distinct_tasks`` ... measured right after the
-group was observed). A group's finishing time is the end of its scoring (``timing.scoring.end``).
+group was observed). vf-eval saves each group when it is done, so rows are in finishing order.
 
 verifiers 0.4 (v1) writes ``traces.jsonl``: one row per episode (= one group), its ``traces`` the G
 rollouts, each with ``task.data`` (the step) and ``metrics``; episodes are saved as they finish.
@@ -38,6 +38,8 @@ class GroupRecord:
     depth: int
     """Depth of the group's responses (0 for a base step)."""
     parent_id: int | None
+    prev_correct: bool
+    """Whether the iterate y^k the group was asked to improve or diverge from was right."""
     from_buffer: bool
     learnability: float
     solved: float
@@ -49,29 +51,34 @@ class GroupRecord:
     def row(self) -> dict[str, Any]:
         """A flat dict for JSON and CSV."""
         return {"order": self.order, "source": self.source, "task_id": self.task_id, "step": self.step,
-                "depth": self.depth, "parent_id": self.parent_id, "from_buffer": self.from_buffer,
+                "depth": self.depth, "parent_id": self.parent_id,
+                "prev_correct": self.prev_correct, "from_buffer": self.from_buffer,
                 "learnability": self.learnability, "solved": self.solved, "rollouts": self.rollouts,
                 **{name: self.buffer.get(name, math.nan) for name in BUFFER_METRICS}}
 
 
 def read_runs(paths: list[str]) -> list[GroupRecord]:
-    """Every group of every file, ordered by when it finished (file by file where no time is recorded).
+    """Every group of every file in the order they finished: within a file, the order it was saved in
+    (vf-eval saves a group when it is done); files by when their first rollout started, where every
+    file records it (classic ``timing.start_time``), else in the order given.
 
     Raises ``ViewerError`` naming the file (and line) that is missing, not JSON, or holds no ExIt group.
     """
-    found = [group for path in paths for group in _read_file(path)]  # file by file, in file order
+    files = [_read_file(path) for path in paths]
+    if all(started is not None for started, _ in files):
+        files.sort(key=lambda file: file[0])  # stable: ties keep the order given
+    found = [group for _, groups in files for group in groups]
     if not found:
-        raise ViewerError(f"source: {', '.join(paths)} hold(s) no finished group")
-    if all(finished is not None for finished, _ in found):
-        found.sort(key=lambda group: group[0])  # stable: ties keep file order
-    return [_renumbered(record, order) for order, (_, record) in enumerate(found)]
+        raise ViewerError(f"source: {', '.join(paths)}: no finished group")
+    return [_renumbered(record, order) for order, record in enumerate(found)]
 
 
 def _renumbered(record: GroupRecord, order: int) -> GroupRecord:
     return GroupRecord(**{**record.__dict__, "order": order})
 
 
-def _read_file(path: str) -> list[tuple[float | None, GroupRecord]]:
+def _read_file(path: str) -> tuple[float | None, list[GroupRecord]]:
+    """(when the file's first rollout started, if recorded; its groups in saved order)."""
     file = Path(path)
     if not file.is_file():
         raise ViewerError(f"source: {path} does not exist" if not file.exists() else f"source: {path} is not a file")
@@ -93,11 +100,14 @@ def _read_file(path: str) -> list[tuple[float | None, GroupRecord]]:
     if not rows:
         raise ViewerError(f"source: {path} holds no rows")
     try:
-        groups = _v1_groups(path, rows) if "traces" in rows[0][1] else _classic_groups(path, rows)
+        if "traces" in rows[0][1]:
+            return None, _v1_groups(path, rows)
+        starts = [((row.get("timing") or {}).get("start_time")) for _, row in rows]
+        started = min((float(t) for t in starts if isinstance(t, (int, float))), default=None)
+        return started, _classic_groups(path, rows)
     except (KeyError, TypeError, ValueError) as error:
         raise ViewerError(f"source: {path} is not a self-improve vf-eval output: no ExIt step info or "
                           f"metrics ({error!r:.200})") from None
-    return groups
 
 
 def _record(source: str, info: dict[str, Any], metrics: list[dict[str, Any]]) -> GroupRecord:
@@ -105,13 +115,14 @@ def _record(source: str, info: dict[str, Any], metrics: list[dict[str, Any]]) ->
     first = metrics[0]
     return GroupRecord(order=0, source=source, task_id=str(info["task_id"]), step=str(info["step"]),
                        depth=int(info["depth"]), parent_id=info.get("parent_id"),
+                       prev_correct=bool(info.get("prev_correct", first.get("prev_correct", 0.0))),
                        from_buffer=bool(first["from_buffer"]), learnability=float(first["learnability"]),
                        solved=sum(float(m.get("solved", 0.0)) for m in metrics) / len(metrics), rollouts=len(metrics),
                        buffer={name: float(first[name]) for name in BUFFER_METRICS if name in first})
 
 
-def _classic_groups(source: str, rows: list[tuple[int, dict[str, Any]]]) -> list[tuple[float | None, GroupRecord]]:
-    """Rows of one ``example_id`` form a group; it finished when its scoring ended."""
+def _classic_groups(source: str, rows: list[tuple[int, dict[str, Any]]]) -> list[GroupRecord]:
+    """Rows of one ``example_id`` form a group, in the order the groups were saved."""
     by_example: dict[Any, list[dict[str, Any]]] = {}
     for _, row in rows:
         by_example.setdefault(row["example_id"], []).append(row)
@@ -119,19 +130,15 @@ def _classic_groups(source: str, rows: list[tuple[int, dict[str, Any]]]) -> list
     for members in by_example.values():
         info = members[0]["info"]
         info = json.loads(info) if isinstance(info, str) else info
-        metrics = [row.get("metrics") or row for row in members]
-        ends = [((row.get("timing") or {}).get("scoring") or {}).get("end") for row in members]
-        finished = max((float(end) for end in ends if isinstance(end, (int, float))), default=None)
-        groups.append((finished, _record(source, info, metrics)))
+        groups.append(_record(source, info, [row.get("metrics") or row for row in members]))
     return groups
 
 
-def _v1_groups(source: str, rows: list[tuple[int, dict[str, Any]]]) -> list[tuple[float | None, GroupRecord]]:
-    """One episode is one group, saved when it finished: file order is finishing order."""
-    groups: list[tuple[float | None, GroupRecord]] = []
+def _v1_groups(source: str, rows: list[tuple[int, dict[str, Any]]]) -> list[GroupRecord]:
+    """One episode is one group, saved when it finished."""
+    groups = []
     for _, row in rows:
         traces = [trace for trace in row["traces"] if trace.get("metrics")]
-        if not traces:
-            continue  # an episode whose every rollout failed records no metrics
-        groups.append((None, _record(source, traces[0]["task"]["data"], [t["metrics"] for t in traces])))
+        if traces:  # an episode whose every rollout failed records no metrics
+            groups.append(_record(source, traces[0]["task"]["data"], [t["metrics"] for t in traces]))
     return groups

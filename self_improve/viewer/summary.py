@@ -84,6 +84,7 @@ def run_summary(groups: Sequence[GroupRecord]) -> dict[str, Any]:
     """Groups, rollouts, step kinds, learnability and depth of buffer-drawn groups, and the buffer
     after the last group, for a run read by ``runlog.read_runs``."""
     drawn = [group for group in groups if group.from_buffer]
+    iterations = {flag: [g for g in drawn if g.step != "base" and g.prev_correct == flag] for flag in (False, True)}
     last = groups[-1].buffer if groups else {}
     return {
         "sources": sorted({group.source for group in groups}), "groups": len(groups),
@@ -95,8 +96,16 @@ def run_summary(groups: Sequence[GroupRecord]) -> dict[str, Any]:
         "depth_mean_from_buffer": float(np.mean([g.depth for g in drawn])) if drawn else None,
         "depth_max": max((group.depth for group in groups), default=0),
         "solved_share": float(np.mean([g.solved for g in groups])) if groups else 0.0,
+        "from_wrong": {"groups": len(iterations[False]), "right_share": _solved(iterations[False])},
+        "from_right": {"groups": len(iterations[True]), "right_share": _solved(iterations[True])},
         "buffer_after_last_group": last,
     }
+
+
+def _solved(groups: Sequence[GroupRecord]) -> float | None:
+    """Share of right responses over the groups' rollouts (None without groups)."""
+    total = sum(group.rollouts for group in groups)
+    return sum(group.solved * group.rollouts for group in groups) / total if total else None
 
 
 def format_buffer(summary: dict[str, Any]) -> str:
@@ -109,7 +118,8 @@ def format_buffer(summary: dict[str, Any]) -> str:
         lines.append("  score S  " + "  ".join(f"{name} {value:.4f}" for name, value in score.items()))
     lines.append(f"  depth    mean {depth['mean']:.2f}  max {depth['max']}   instances by depth: "
                  + ", ".join(f"{k}: {v}" for k, v in depth["counts"].items()))
-    lines.append(f"  distinct tasks {summary['distinct_tasks']}   draws so far {summary['times_sampled']}")
+    lines.append(f"  distinct tasks {summary['distinct_tasks']}   draws of the held instances "
+                 f"{summary['times_sampled']}")
     if chains["depth_at_least_1"]:
         lines.append(f"  chains of depth >= 1: {chains['depth_at_least_1']}  ("
                      + ", ".join(f"{k} {v}" for k, v in chains["outcomes"].items())
@@ -138,7 +148,11 @@ def format_run(summary: dict[str, Any]) -> str:
              f"  learnability mean {summary['learnability_mean']:.4f} (groups drawn from the buffer "
              f"{number(summary['learnability_mean_from_buffer'], '.4f')})   depth of drawn groups mean "
              f"{number(summary['depth_mean_from_buffer'], '.2f')}, max {summary['depth_max']}",
-             f"  solved {summary['solved_share']:.1%} of rollouts"]
+             f"  solved {summary['solved_share']:.1%} of rollouts",
+             f"  improve/diverge steps from a wrong y^k: {summary['from_wrong']['groups']} groups, "
+             f"{number(summary['from_wrong']['right_share'], '.1%')} of responses right (wrong->right);"
+             f" from a right y^k: {summary['from_right']['groups']} groups, "
+             f"{number(summary['from_right']['right_share'], '.1%')} right"]
     if buffer:
         lines.append("  buffer after the last group: " + "  ".join(f"{k.removeprefix('buffer_')} {v:g}"
                                                                     for k, v in buffer.items()))
