@@ -7,6 +7,7 @@ averages over ``window`` groups (the raw values are drawn faintly behind them).
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def plot_run(groups: Sequence[GroupRecord], folder: Path, title: str, window: in
         axis.set_xlabel("groups, in the order they finished")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
-    figure.suptitle(f"Fig. 6: learnability and depth of buffer-drawn groups ({window}-group moving average)\n{title}")
+    _suptitle(figure, f"Fig. 6: learnability and depth of buffer-drawn groups ({window}-group moving average)", title)
     paths = [_save(plt, figure, folder / FIG6_FILE)]
 
     figure, axis = plt.subplots(figsize=(7, 4.2))
@@ -88,7 +89,7 @@ def plot_run(groups: Sequence[GroupRecord], folder: Path, title: str, window: in
     axis.set_ylabel("count after the group was observed")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    figure.suptitle(f"Fig. 7: distinct tasks in the buffer over the run\n{title}")
+    _suptitle(figure, "Fig. 7: distinct tasks in the buffer over the run", title)
     paths.append(_save(plt, figure, folder / FIG7_FILE))
     return paths
 
@@ -103,7 +104,7 @@ def plot_buffer(snapshot: BufferSnapshot, folder: Path, title: str) -> list[Path
     axis.set_xlabel("learnability score S (0.25 is the largest)")
     axis.set_ylabel("instances")
     axis.grid(alpha=0.3)
-    figure.suptitle(f"Buffer scores: {len(scores)} instances at step {snapshot.step}\n{title}")
+    _suptitle(figure, f"Buffer scores: {len(scores)} instances at step {snapshot.step}", title)
     paths = [_save(plt, figure, folder / SCORES_FILE)]
 
     depths = [instance.depth for instance in snapshot.instances]
@@ -114,9 +115,15 @@ def plot_buffer(snapshot: BufferSnapshot, folder: Path, title: str) -> list[Path
     axis.set_ylabel("instances")
     axis.set_xticks(range(top + 1))
     axis.grid(alpha=0.3, axis="y")
-    figure.suptitle(f"Buffer depths: {len({i.task.task_id for i in snapshot.instances})} distinct tasks\n{title}")
+    _suptitle(figure, f"Buffer depths: {len({i.task.task_id for i in snapshot.instances})} distinct tasks", title)
     paths.append(_save(plt, figure, folder / DEPTHS_FILE))
     return paths
+
+
+def _suptitle(figure, head: str, title: str) -> None:  # type: ignore[no-untyped-def]
+    """``head`` over ``title`` (what was run), wrapped to the figure's width."""
+    width = int(figure.get_figwidth() * 11)
+    figure.suptitle("\n".join([*textwrap.wrap(head, width), *textwrap.wrap(title, width)]), fontsize=11)
 
 
 def _save(plt, figure, path: Path) -> Path:  # type: ignore[no-untyped-def]
