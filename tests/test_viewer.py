@@ -28,7 +28,7 @@ from self_improve.buffer.checkpoint import read_state
 from self_improve.buffer.redis_buffer import RedisBuffer
 from self_improve.cli_args import flags
 from self_improve.grouping import Task
-from self_improve.viewer import cli, lineage, snapshot
+from self_improve.viewer import cli, lineage, simulated, snapshot
 from self_improve.viewer.config import ViewerConfig
 
 COMMAND = Path(sys.executable).with_name("self-improve-buffer")
@@ -271,7 +271,7 @@ def test_a_results_file_shows_its_groups_in_the_order_the_buffer_saw_them(file_r
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)
     rows, state = file_run.rows, read_state(file_run.buffer)
-    assert (shown["groups"].__len__(), shown["rollouts"]) == (len(rows) // 4, len(rows)) == (state["step"], 4 * 24)
+    assert (len(shown["groups"]), shown["rollouts"]) == (len(rows) // 4, len(rows)) == (state["step"], 4 * 24)
     assert shown["steps"] == dict(sorted(Counter(r["info"]["step"] for r in rows[::4]).items()))
     assert shown["from_buffer_share"] == pytest.approx(np.mean([r["metrics"]["from_buffer"] for r in rows]))
     assert shown["learnability_mean"] == pytest.approx(np.mean([r["metrics"]["learnability"] for r in rows]))
@@ -394,3 +394,15 @@ def test_a_cut_iterate_is_one_line_no_longer_than_the_width(text: str, width: in
     shown = lineage.cut(text, width)
     assert "\n" not in shown and len(shown) <= max(width, 3)
     assert shown == " ".join(text.split()) or shown.endswith("...")
+
+
+def test_the_simulated_learner_leaves_a_buffer_and_rows_the_viewer_reads(tmp_path: Path, capsys) -> None:
+    buffer, results = simulated.run(tmp_path, "diverge", rollouts=2 * 8 * 32, seed=3)
+    state = read_state(buffer)
+    status, out, err = viewer(capsys, str(buffer), "--json")
+    assert status == 0, err
+    assert_summary_matches(json.loads(out), state)
+    status, out, err = viewer(capsys, str(results), "--json")
+    shown = json.loads(out)
+    assert len(shown["groups"]) == state["step"] == 64
+    assert shown["buffer_after_last_group"]["buffer_size"] == len(state["instances"])
