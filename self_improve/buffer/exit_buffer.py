@@ -31,7 +31,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -42,6 +42,13 @@ from self_improve.buffer.store import buffer_metrics, check_sizes
 from self_improve.buffer.sum_tree import TINY_TOTAL, SumTree
 from self_improve.exit_config import ExitConfig
 from self_improve.grouping import Child, Group, Instance, Task
+
+
+def sampling_weights(scores: Sequence[float], kappa: float) -> list[float]:
+    """exp(kappa * (S_i - max S)): the draw's weights, relative to the top score so that none
+    overflows or all underflow; their share of the sum is each instance's chance of being drawn."""
+    top = max(scores, default=0.0)
+    return [math.exp(kappa * (score - top)) for score in scores]
 
 
 class ExitBuffer:
@@ -131,8 +138,7 @@ class ExitBuffer:
 
     def _exact_slot(self, uniform: float) -> int:
         """The same draw with weights relative to the top score, for when every leaf has underflowed."""
-        top = max(self._scores)
-        weights = [math.exp(self.kappa * (score - top)) for score in self._scores]
+        weights = sampling_weights(self._scores, self.kappa)
         target, slot = uniform * sum(weights), 0
         while slot < len(weights) - 1 and target >= weights[slot]:
             target, slot = target - weights[slot], slot + 1

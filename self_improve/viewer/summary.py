@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from self_improve.buffer.exit_buffer import exp_weights, normalize_probabilities
+from self_improve.buffer.exit_buffer import sampling_weights
 from self_improve.grouping import Instance
 from self_improve.viewer.runlog import GroupRecord
 from self_improve.viewer.snapshot import BufferSnapshot
@@ -37,8 +37,8 @@ def outcome(instance: Instance) -> str | None:
 
 def probabilities(snapshot: BufferSnapshot, kappa: float) -> np.ndarray:
     """Each held instance's chance of being drawn next, in slot order."""
-    scores = np.asarray([instance.score for instance in snapshot.instances], dtype=np.float64)
-    return normalize_probabilities(exp_weights(scores, kappa)) if len(scores) else scores
+    weights = np.asarray(sampling_weights([instance.score for instance in snapshot.instances], kappa))
+    return weights / weights.sum() if len(weights) else weights
 
 
 def buffer_summary(snapshot: BufferSnapshot, kappa: float | None = None, top: int = 10) -> dict[str, Any]:
