@@ -58,7 +58,7 @@ __all__ = [
     "run_chains", "step_kind", "summarize", "write_outputs",
 ]
 
-logger = logging.getLogger("k_step_eval")
+logger = logging.getLogger(__name__)
 
 PROG = "self-improve-kstep"
 DESCRIPTION = "K-step self-improvement evaluation (paper Section 5.3, Table 1, Figure 4)."
