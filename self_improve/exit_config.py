@@ -23,6 +23,8 @@ from functools import cache
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
+from self_improve.buffer import redis_auth
+
 Strategy = Literal["grpo", "curriculum", "improve", "diverge", "exit"]
 DiversityMode = Literal["advantage", "reward"]
 IterationReward = Literal["correctness", "improvement"]
@@ -81,13 +83,27 @@ class ExitConfig:
     buffer_path: str | None = None
     """JSON checkpoint of the in-process buffer, resumed when present; one writer process."""
     buffer_url: str | None = None
-    """`redis://[:password@]host:port/db`: one buffer shared by every worker; null: in process."""
+    """`redis://[user@]host:port/db` (or rediss://), no password: one buffer for every worker; null: in process."""
     buffer_prefix: str = "self-improve"
     """Key prefix of the buffer in Redis, so several runs share one server."""
+    buffer_password_var: str | None = None
+    """Name of the environment variable holding the Redis password, read by each worker; null: no password."""
     request_seeds: bool = False
     """Send a fresh `seed` with every request (llama.cpp reseeds only per request)."""
     seed: int = 0
     """Seeds data subsets, selection draws, buffer sampling and request seeds."""
+
+    def _check_buffer_password(self) -> None:
+        """No password in ``buffer_url``; ``buffer_password_var`` is a variable's name, with ``buffer_url``.
+        The variable itself is read where the store connects (``RedisBuffer``, before any data loads),
+        so only the processes that connect need it."""
+        if isinstance(self.buffer_url, str):
+            redis_auth.check_buffer_url(self.buffer_url)
+        if self.buffer_password_var is not None:
+            redis_auth.check_password_var(self.buffer_password_var)
+            if self.buffer_url is None:
+                raise ValueError("buffer_password_var: needs buffer_url (it is the Redis server's password), "
+                                 f"got {self.buffer_password_var!r} with buffer_url null")
 
     @property
     def stores_responses(self) -> bool:
@@ -126,6 +142,7 @@ class ExitConfig:
         for name in ("diversity_bonus", "use_think", "request_seeds"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}: must be true or false, got {getattr(self, name)!r}")
+        self._check_buffer_password()
         for name in ("dataset_name", "dataset_config", "buffer_path", "buffer_url"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value or "\x00" in value):
