@@ -27,6 +27,7 @@ from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from self_improve import checks
+from self_improve.buffer import redis_auth
 
 Strategy = Literal["grpo", "curriculum", "improve", "diverge", "exit"]
 DiversityMode = Literal["advantage", "reward"]
@@ -77,6 +78,13 @@ def _redis_url(name: str, url: Any) -> None:
     checks.text(name, url, nullable=True)
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError(f"{name}: must start with redis://, rediss:// or unix://, got {url.split('://')[0]!r}")
+    redis_auth.check_buffer_url(url)
+
+
+def _password_var(name: str, value: Any) -> None:
+    """A variable's name; the variable itself is read where the store connects (``RedisBuffer``,
+    before any data loads), so only the processes that connect need it."""
+    redis_auth.check_password_var(value)
 
 
 @dataclass(frozen=True)
@@ -114,9 +122,11 @@ class ExitConfig:
     dataset_config: str | None = arg("main", "Configuration name passed with `dataset_name`.")
     buffer_path: str | None = arg(None, "JSON checkpoint of the in-process buffer, resumed when present; one "
                                         "writer process.", check=_writable_file)
-    buffer_url: str | None = arg(None, "`redis://[:password@]host:port/db`: one buffer shared by every worker; "
-                                       "null: in process.", check=_redis_url)
+    buffer_url: str | None = arg(None, "`redis://[user@]host:port/db` (or rediss://), no password: one buffer for "
+                                       "every worker; null: in process.", check=_redis_url)
     buffer_prefix: str = arg("self-improve", "Key prefix of the buffer in Redis, so several runs share one server.")
+    buffer_password_var: str | None = arg(None, "Name of the environment variable holding the Redis password, read "
+                                                "by each worker; null: no password.", check=_password_var)
     request_seeds: bool = arg(False, "Send a fresh `seed` with every request (llama.cpp reseeds only per request).")
     seed: int = arg(0, "Seeds data subsets, selection draws, buffer sampling and request seeds.", low=0)
 
@@ -144,6 +154,9 @@ class ExitConfig:
         if self.buffer_url is not None and self.buffer_path is not None:
             raise ValueError("buffer_path: must be null with buffer_url (the Redis store is its own checkpoint; "
                              "export it with state_dict), got " + repr(self.buffer_path))
+        if self.buffer_password_var is not None and self.buffer_url is None:
+            raise ValueError("buffer_password_var: needs buffer_url (it is the Redis server's password), "
+                             f"got {self.buffer_password_var!r} with buffer_url null")
 
 
 @cache

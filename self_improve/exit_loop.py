@@ -197,7 +197,7 @@ class ExitLoop:
 
             store: BufferStore = RedisBuffer(config.buffer_url, capacity=config.buffer_size, kappa=config.kappa,
                                              seed=config.seed, store_responses=config.stores_responses,
-                                             prefix=config.buffer_prefix)
+                                             prefix=config.buffer_prefix, password_var=config.buffer_password_var)
         else:
             store = ExitBuffer(config.buffer_size, config.kappa, config.seed, config.stores_responses)
             if config.buffer_path is not None:

@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 import self_improve
-from redis_fixture import fresh_prefix, redis_server  # noqa: F401  (a fixture, requested by name)
+from redis_fixture import fresh_prefix, password_server  # noqa: F401  (a fixture, requested by name)
 from self_improve.exit_config import ExitConfig, resolve_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,6 +46,8 @@ V1_ENV_ONLY = frozenset({"id", "taskset", "agent", "rollouts_per_group", "max_co
 """Fields of the v1 env block that are not ExIt arguments (the seat, G, verifiers' own knobs)."""
 V1_TASKSET_ONLY = frozenset({"id", "split", "task", "system_prompt"})
 V1_TASK_ONLY = frozenset({"rewards", "metrics", "judges", "stops"})
+CONFIG_PASSWORD_VAR = "REDIS_PASSWORD"
+"""The variable the Redis configs name as ``buffer_password_var``."""
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -156,8 +158,10 @@ def test_config_env_args_are_accepted_by_load_environment(
     _, entry = one_entry(path)
     monkeypatch.chdir(tmp_path)  # buffer_path is relative to where the run starts
     args = dict(env_args(entry))
-    if "buffer_url" in args:  # reach a real Redis: the test's own server, under a fresh prefix
-        args |= {"buffer_url": request.getfixturevalue("redis_server").url, "buffer_prefix": fresh_prefix()}
+    if "buffer_url" in args:  # reach a real Redis with a password: the test's own server, under a fresh prefix
+        server = request.getfixturevalue("password_server")
+        args |= {"buffer_url": server.url, "buffer_prefix": fresh_prefix()}
+        monkeypatch.setenv(args["buffer_password_var"], server.password)
 
     env = self_improve.load_environment(**args)
 
@@ -228,10 +232,17 @@ def test_redis_config_is_its_single_worker_twin_but_for_workers_buffer_and_run_n
     single_args, shared_args = env_args(single[1]), env_args(shared[1])
 
     assert {k: v for k, v in single_args.items() if k != "buffer_path"} == \
-        {k: v for k, v in shared_args.items() if k not in ("buffer_url", "buffer_prefix")}
+        {k: v for k, v in shared_args.items() if k not in ("buffer_url", "buffer_prefix", "buffer_password_var")}
     assert single[0]["orchestrator"] == {**shared[0]["orchestrator"], "train": single[0]["orchestrator"]["train"]}
     assert single[0]["trainer"] == shared[0]["trainer"]
     assert single[0]["model"] == shared[0]["model"]
+
+
+def test_redis_configs_take_the_password_by_variable_name() -> None:
+    """A password in an env arg would be saved and logged by prime-rl; the configs name a variable."""
+    redis = [env_args(one_entry(path)[1]) for path in CONFIGS if "buffer_url" in env_args(one_entry(path)[1])]
+    assert len(redis) == 3
+    assert all(args["buffer_password_var"] == CONFIG_PASSWORD_VAR for args in redis)
 
 
 def test_redis_configs_give_each_run_its_own_key_prefix() -> None:

@@ -252,8 +252,8 @@ def test_loading_a_state_without_a_key_raises_naming_the_key() -> None:
 def test_metrics_report_size_scores_depth_and_distinct_tasks() -> None:
     buffer = ExitBuffer(capacity=8)
     buffer.observe(base_group())
-    assert buffer.metrics() == {"buffer_size": 4.0, "buffer_score_mean": 0.125, "buffer_score_max": 0.25,
-                                "buffer_depth_mean": 0.0, "buffer_distinct_tasks": 1.0}
+    assert buffer.metrics() == {"buffer_step": 1.0, "buffer_size": 4.0, "buffer_score_mean": 0.125,
+                                "buffer_score_max": 0.25, "buffer_depth_mean": 0.0, "buffer_distinct_tasks": 1.0}
 
 
 @settings(max_examples=60, deadline=None)

@@ -12,7 +12,14 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from redis_fixture import fresh_prefix, group_for, own_server, redis_server, redis_store  # noqa: F401 (fixtures)
+from redis_fixture import (  # noqa: F401 (fixtures)
+    PASSWORD_VAR,
+    fresh_prefix,
+    group_for,
+    own_server,
+    redis_server,
+    redis_store,
+)
 from self_improve.buffer.exit_buffer import ExitBuffer
 from self_improve.buffer.redis_buffer import RedisBuffer, redact
 from self_improve.buffer.store import BufferStore, StoreUnavailable
@@ -365,22 +372,24 @@ def test_redact_hides_the_password_and_keeps_the_rest(url: str, safe: str) -> No
     assert redact(url) == safe
 
 
-def test_a_password_in_the_url_works_and_never_appears_in_repr_errors_or_logs(own_server, caplog) -> None:
+def test_a_password_by_variable_name_works_and_never_appears_in_repr_errors_or_logs(
+        own_server, caplog, monkeypatch) -> None:
     own_server.password = "s3cr3t-pw"
     own_server.start()
     caplog.set_level(logging.DEBUG)
-    store = redis_store(own_server.url)
+    monkeypatch.setenv(PASSWORD_VAR, "s3cr3t-pw")
+    store = redis_store(own_server.url, password_var=PASSWORD_VAR)
     store.observe(base())
     assert len(store) == 4 and "s3cr3t-pw" not in repr(store)
-    wrong = own_server.url.replace("s3cr3t-pw", "wrong-pw")
-    with pytest.raises(ValueError, match=r"^buffer_url: cannot reach redis://:\*\*\*@") as refused:
-        redis_store(wrong)
+    monkeypatch.setenv(PASSWORD_VAR, "wrong-pw")
+    with pytest.raises(ValueError, match=r"^buffer_url: cannot reach redis://127.0.0.1:\d+/0 \(") as refused:
+        redis_store(own_server.url, password_var=PASSWORD_VAR)
     own_server.stop()
     with pytest.raises(StoreUnavailable) as unavailable:
         store.observe(base())
     for text in (str(refused.value), str(unavailable.value), caplog.text):
         assert "s3cr3t-pw" not in text and "wrong-pw" not in text
-    assert "redis://:***@127.0.0.1" in str(unavailable.value)
+    assert f"buffer_url: {own_server.url} unreachable" in str(unavailable.value)
 
 
 def test_workers_sharing_a_store_and_a_seed_draw_different_streams(redis_server) -> None:

@@ -19,8 +19,8 @@ from self_improve.buffer.checkpoint import read_state
 # test_exit_hook.py::test_empty_response_is_recorded_as_an_error_and_leaves_the_buffer_untouched.
 PATTERN = ("correct", "wrong", "unboxed", "long", "correct", "wrong", "unboxed")
 EXPECTED_METRICS = {"correct_answer", "format_reward", "solved", "group_accuracy", "from_buffer", "improve_step",
-                    "diverge_step", "depth", "prev_correct", "learnability", "buffer_size", "buffer_score_mean",
-                    "buffer_score_max", "buffer_depth_mean", "buffer_distinct_tasks"}
+                    "diverge_step", "depth", "prev_correct", "learnability", "buffer_step", "buffer_size",
+                    "buffer_score_mean", "buffer_score_max", "buffer_depth_mean", "buffer_distinct_tasks"}
 
 
 @pytest.fixture(scope="module")

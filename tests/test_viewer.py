@@ -347,10 +347,12 @@ def test_a_prefix_without_a_buffer_is_named_with_the_prefixes_that_hold_one(redi
 def test_a_password_travels_only_through_the_named_variable(tmp_path: Path, capsys, monkeypatch) -> None:
     server = RedisServer(tmp_path, password="hunter2-secret").start()
     try:
-        store = redis_store(server.url)
+        plain = server.url  # the fixture's URL never holds the password
+        monkeypatch.setenv("VIEWER_TEST_PASSWORD", "hunter2-secret")
+        store = redis_store(plain, password_var="VIEWER_TEST_PASSWORD")
         store.observe(group_for(Task("t", "q", "1"), None, ("a", "b"), (True, False)))
-        plain = server.url.replace(":hunter2-secret@", "")
-        status, _, err = viewer(capsys, server.url, "--prefix", store.prefix)
+        with_password = plain.replace("redis://", "redis://:hunter2-secret@")
+        status, _, err = viewer(capsys, with_password, "--prefix", store.prefix)
         assert status == 2 and "--password-var" in err and "hunter2" not in err
         monkeypatch.delenv("VIEWER_TEST_PASSWORD", raising=False)
         status, _, err = viewer(capsys, plain, "--prefix", store.prefix, "--password-var", "VIEWER_TEST_PASSWORD")

@@ -3,7 +3,7 @@
 
 * ``scripted_server``: the real HTTP OpenAI server of ``scripted_server``;
 * ``run_vf_eval``: the real v1 ``vf-eval self-improve`` in a subprocess, returning the
-  saved episodes of ``traces.jsonl``;
+  saved episodes of ``traces.jsonl`` (``vf_eval``: and what it printed);
 * ``EnvServerThread``: verifiers' own ``EnvServer`` (ZMQ, as prime-rl main's env
   server runs it) in a thread of this process, so a test can read the env's buffer
   between episodes; episodes are dispatched with verifiers' ``EnvClient`` the way
@@ -49,6 +49,11 @@ def scripted_server() -> Iterator[ScriptedServer]:
 
 def run_vf_eval(server_url: str, output_dir: Path, *args: str, timeout: float = 300) -> list[dict]:
     """Run ``vf-eval self-improve -m scripted ... --no-push --no-rich`` and return the saved episodes."""
+    return vf_eval(server_url, output_dir, *args, timeout=timeout)[0]
+
+
+def vf_eval(server_url: str, output_dir: Path, *args: str, timeout: float = 300) -> tuple[list[dict], str]:
+    """``run_vf_eval``'s episodes, and what the run printed (stdout, then stderr)."""
     command = [str(VF_EVAL), "self-improve", "-m", "scripted", "--client.base-url", server_url,
                "--client.api-key-var", KEY_VAR, "--no-push", "--no-rich", "-o", str(output_dir),
                "--run.name", "run", *args]
@@ -59,7 +64,8 @@ def run_vf_eval(server_url: str, output_dir: Path, *args: str, timeout: float = 
     if completed.returncode != 0:
         raise VfEvalFailed(completed.returncode, completed.stdout[-3000:] + "\n" + completed.stderr[-5000:])
     traces = output_dir / "run" / "traces.jsonl"
-    return [json.loads(line) for line in traces.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in traces.read_text().splitlines() if line.strip()]
+    return rows, completed.stdout + completed.stderr
 
 
 class VfEvalFailed(RuntimeError):

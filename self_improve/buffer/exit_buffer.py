@@ -247,7 +247,7 @@ class ExitBuffer:
     def metrics(self) -> dict[str, float]:
         """Size, score mean/max, mean depth and distinct tasks, for logging."""
         return buffer_metrics(len(self), self._score_sum, self._top_score() if self._slots else 0.0,
-                              self._depth_sum, len(self._task_counts))
+                              self._depth_sum, len(self._task_counts), self.step)
 
     def state_dict(self) -> dict[str, Any]:
         """A JSON-serialisable snapshot that ``load_state_dict`` restores exactly,

@@ -13,14 +13,16 @@ checkpoints, so a single-worker run is reproducible.
 
 The configuration (capacity, kappa, store_responses) lives in the store; a
 worker configured differently is refused with a ``ValueError`` naming the
-argument. A key prefix lets several runs share one server. ``state_dict``
-has the layout of ``ExitBuffer.state_dict``, so a checkpoint moves between
-the two stores in either direction. See docs/redis.md.
+argument. A key prefix lets several runs share one server. The password
+comes from the environment variable named by ``password_var``, never from
+the URL (``redis_auth``). ``state_dict`` has the layout of
+``ExitBuffer.state_dict``, so a checkpoint moves between the two stores in
+either direction. See docs/redis.md.
 
-Usage (needs a server, e.g. ``redis-server --port 6379``)::
+Usage (needs a server, e.g. ``redis-server --port 6379 --requirepass "$REDIS_PASSWORD"``)::
 
-    buffer = RedisBuffer("redis://:secret@127.0.0.1:6379/0", capacity=512, kappa=10.0,
-                         seed=0, store_responses=True, prefix="run-7")
+    buffer = RedisBuffer("redis://127.0.0.1:6379/0", capacity=512, kappa=10.0, seed=0,
+                         store_responses=True, prefix="run-7", password_var="REDIS_PASSWORD")
     buffer.observe(group)
     instance = buffer.sample()
 """
@@ -45,6 +47,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from self_improve.buffer import redis_scripts
+from self_improve.buffer.redis_auth import check_buffer_url, read_password
 from self_improve.buffer.redis_scripts import dedupe_key
 from self_improve.buffer.state import STATE_VERSION, check_state
 from self_improve.buffer.store import StoreUnavailable, buffer_metrics, check_sizes
@@ -91,8 +94,8 @@ class RedisBuffer:
     """A ``buffer_store.BufferStore`` in Redis, shared by every worker that names the same URL and prefix.
 
     Args:
-        url: ``redis://[:password@]host:port/db`` (or ``rediss://``, ``unix://``).
-            The password never appears in logs, errors or ``repr``.
+        url: ``redis://[user@]host:port/db`` (or ``rediss://``, ``unix://``), without a
+            password (``ValueError``); a ``rediss://`` URL may name its CA as ``?ssl_ca_certs=PATH``.
         capacity: N, the most instances held (as ``ExitBuffer``).
         kappa: inverse temperature of exp(kappa * S) sampling (as ``ExitBuffer``).
         seed: seed of the sampling generators: the i-th client to connect to a store draws
@@ -103,6 +106,9 @@ class RedisBuffer:
         retry_delays: seconds to wait before each retry of a call that cannot reach the
             server; after the last, ``StoreUnavailable`` (default 3 retries, 2.1 s in all).
         timeout_s: socket connect and read timeout of one try.
+        password_var: name of the environment variable holding the server's password (for the
+            URL's user, else the default user), read here; None: no password. The password
+            never appears in logs, errors or ``repr``.
 
     Raises ``ValueError`` when the server cannot be reached at construction, or when the
     store under ``prefix`` was created with another capacity, kappa or store_responses.
@@ -121,6 +127,7 @@ class RedisBuffer:
         prefix: str = "self-improve",
         retry_delays: Sequence[float] = (0.1, 0.4, 1.6),
         timeout_s: float = 5.0,
+        password_var: str | None = None,
     ) -> None:
         check_sizes(capacity, kappa)
         if not isinstance(prefix, str) or not prefix or any(c.isspace() for c in prefix):
@@ -129,18 +136,20 @@ class RedisBuffer:
             raise ValueError(f"retry_delays: must be finite numbers >= 0, got {retry_delays!r}")
         if not (math.isfinite(timeout_s) and timeout_s > 0):
             raise ValueError(f"timeout_s: must be a finite number > 0, got {timeout_s!r}")
+        check_buffer_url(url)
+        self._password = read_password(password_var) if password_var is not None else None
         self.url = redact(url)
         self.prefix = prefix
         self.capacity = capacity
         self.kappa = float(kappa)
         self.store_responses = store_responses
         self.retry_delays = tuple(retry_delays)
-        self._password = self._url_password(url)
         self._rng_lock = threading.Lock()
         self._keys = [f"{prefix}:{name}" for name in redis_scripts.KEY_NAMES]
         self._config = (str(STATE_VERSION), str(capacity), repr(self.kappa), "1" if store_responses else "0")
         try:
-            self._client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout_s,
+            self._client = redis.Redis.from_url(url, password=self._password, decode_responses=True,
+                                                socket_timeout=timeout_s,
                                                 socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
         except ValueError:
             raise ValueError(f"buffer_url: must be a redis://, rediss:// or unix:// URL, got {self.url}") from None
@@ -160,14 +169,6 @@ class RedisBuffer:
     def __repr__(self) -> str:
         return (f"RedisBuffer(url={self.url!r}, prefix={self.prefix!r}, capacity={self.capacity}, "
                 f"kappa={self.kappa}, store_responses={self.store_responses})")
-
-    @staticmethod
-    def _url_password(url: str) -> str | None:
-        try:
-            parts = urlsplit(url)
-            return parts.password or dict(parse_qsl(parts.query)).get("password")
-        except ValueError:
-            return None
 
     def _scrub(self, error: BaseException) -> str:
         text = str(error)
@@ -274,7 +275,7 @@ class RedisBuffer:
     def metrics(self) -> dict[str, float]:
         """``ExitBuffer.metrics()``'s keys, from counters the scripts maintain (O(log N))."""
         size, total, top, depth_sum, distinct = self._call(self._metrics, keys=self._keys)
-        return buffer_metrics(size, float(total), float(top), depth_sum, distinct)
+        return buffer_metrics(size, float(total), float(top), depth_sum, distinct, self.step)
 
     def state_dict(self) -> dict[str, Any]:
         """``ExitBuffer.state_dict``'s layout (instances in slot order) with this client's generator state."""

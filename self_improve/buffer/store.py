@@ -32,12 +32,13 @@ def check_sizes(capacity: Any, kappa: Any) -> None:
 
 
 def buffer_metrics(size: int, score_sum: float, score_max: float, depth_sum: int,
-                   distinct_tasks: int) -> dict[str, float]:
-    """``BufferStore.metrics`` from a store's running counters: every value 0 for an empty store."""
+                   distinct_tasks: int, step: int) -> dict[str, float]:
+    """``BufferStore.metrics`` from a store's running counters: every value 0 for an empty store, and
+    ``buffer_step``, the groups observed so far (a group's place in the buffer's history)."""
     if not size:
-        return dict.fromkeys(("buffer_size", "buffer_score_mean", "buffer_score_max", "buffer_depth_mean",
-                              "buffer_distinct_tasks"), 0.0)
-    return {"buffer_size": float(size), "buffer_score_mean": float(score_sum) / size,
+        return {**dict.fromkeys(("buffer_size", "buffer_score_mean", "buffer_score_max", "buffer_depth_mean",
+                                 "buffer_distinct_tasks"), 0.0), "buffer_step": float(step)}
+    return {"buffer_step": float(step), "buffer_size": float(size), "buffer_score_mean": float(score_sum) / size,
             "buffer_score_max": float(score_max), "buffer_depth_mean": int(depth_sum) / size,
             "buffer_distinct_tasks": float(distinct_tasks)}
 

@@ -20,8 +20,8 @@ from typing import Any
 
 from self_improve.viewer.config import ViewerError
 
-BUFFER_METRICS: tuple[str, ...] = ("buffer_size", "buffer_score_mean", "buffer_score_max", "buffer_depth_mean",
-                                   "buffer_distinct_tasks")
+BUFFER_METRICS: tuple[str, ...] = ("buffer_step", "buffer_size", "buffer_score_mean", "buffer_score_max",
+                                   "buffer_depth_mean", "buffer_distinct_tasks")
 """The buffer's own numbers each rollout carries (``BufferStore.metrics``)."""
 
 
@@ -58,9 +58,10 @@ class GroupRecord:
 
 
 def read_runs(paths: list[str]) -> list[GroupRecord]:
-    """Every group of every file in the order they finished: within a file, the order it was saved in
-    (vf-eval saves a group when it is done); files by when their first rollout started, where every
-    file records it (classic ``timing.start_time``), else in the order given.
+    """Every group of every file in the order the buffer observed them (``buffer_step``, saved with
+    each rollout). Rows without it (older runs) keep the order saved within a file, and files are
+    ordered by when their first rollout started where every file records it (classic
+    ``timing.start_time``), else as given.
 
     Raises ``ViewerError`` naming the file (and line) that is missing, not JSON, or holds no ExIt group.
     """
@@ -70,6 +71,8 @@ def read_runs(paths: list[str]) -> list[GroupRecord]:
     found = [group for _, groups in files for group in groups]
     if not found:
         raise ViewerError(f"source: {', '.join(paths)}: no finished group")
+    if all("buffer_step" in group.buffer for group in found):  # the buffer's own count: the order it saw them
+        found.sort(key=lambda group: group.buffer["buffer_step"])
     return [_renumbered(record, order) for order, record in enumerate(found)]
 
 
