@@ -310,3 +310,11 @@ def test_the_installed_engine_holds_no_amx_instruction() -> None:
     listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(binary)], capture_output=True,
                              text=True, check=True).stdout
     assert "\tvfmadd" in listing  # the count reads real instructions: the same build's FMA
+
+
+def test_a_bad_env_arg_is_a_usage_error_before_any_server_starts(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        local_model.parse_args(["-a", '{"buffer_url": "redis://:s3cret-pw@127.0.0.1:6379/0"}'])
+    err = capsys.readouterr().err
+    assert raised.value.code == 2
+    assert "buffer_url" in err and "buffer_password_var" in err and "s3cret-pw" not in err

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -57,3 +57,19 @@ def read_password(name: str) -> str:
                          "password in it for every env worker (or set buffer_password_var to null for a "
                          "server without a password)")
     return password
+
+
+def redact(url: str) -> str:
+    """``url`` with any password (user info or ``?password=``) replaced by ``***``, safe to log."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
+        query = parts.query
+        if "password" in query:
+            query = urlencode([(name, "***" if name == "password" else value)
+                               for name, value in parse_qsl(query, keep_blank_values=True)], safe="*")
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+    except ValueError:
+        return "<unparseable URL>"

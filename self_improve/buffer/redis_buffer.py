@@ -39,7 +39,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import redis
@@ -47,7 +46,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from self_improve.buffer import redis_scripts
-from self_improve.buffer.redis_auth import check_buffer_url, read_password
+from self_improve.buffer.redis_auth import check_buffer_url, read_password, redact  # noqa: F401 (redact: re-exported)
 from self_improve.buffer.redis_scripts import dedupe_key
 from self_improve.buffer.state import STATE_VERSION, check_state
 from self_improve.buffer.store import StoreUnavailable, buffer_metrics, check_sizes
@@ -56,22 +55,6 @@ from self_improve.grouping import Group, Instance, Task
 logger = logging.getLogger(__name__)
 
 _Result = TypeVar("_Result")
-
-
-def redact(url: str) -> str:
-    """``url`` with any password (user info or ``?password=``) replaced by ``***``, safe to log."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if parts.password is not None:
-            netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
-        query = parts.query
-        if "password" in query:
-            query = urlencode([(name, "***" if name == "password" else value)
-                               for name, value in parse_qsl(query, keep_blank_values=True)], safe="*")
-        return urlunsplit(parts._replace(netloc=netloc, query=query))
-    except ValueError:
-        return "<unparseable URL>"
 
 
 def _member(instance_id: int) -> str:

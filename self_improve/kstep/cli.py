@@ -27,6 +27,7 @@ from typing import Any
 
 from self_improve import cli_args
 from self_improve.atomic_io import write_text_atomic
+from self_improve.buffer.redis_auth import redact
 from self_improve.kstep.chains import (
     Chain,
     Question,
@@ -69,7 +70,7 @@ EPILOG = ("Rerun the same command to resume: every finished request is kept in <
 def write_outputs(config: EvalConfig, chains: Sequence[Chain], output_dir: Path, base_url: str) -> dict[str, Any]:
     """chains.jsonl, summary.json and summary.md, each replaced atomically, then the plot."""
     summary = summarize(chains, config.steps)
-    summary["model"], summary["base_url"] = config.model, base_url
+    summary["model"], summary["base_url"] = config.model, redact(base_url)  # never a password in user info
     summary["config"] = {**asdict(config), "output_dir": str(output_dir)}
     write_text_atomic(output_dir / CHAINS_FILE, "".join(json.dumps(chain.row(config.steps)) + "\n"
                                                        for chain in chains))

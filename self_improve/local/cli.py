@@ -29,6 +29,7 @@ from typing import Any
 
 from self_improve import cli_args, sampling
 from self_improve.cli_args import option
+from self_improve.exit_config import resolve_config
 from self_improve.local.server import (
     DEFAULT_N_CTX,
     DEFAULT_PARALLEL,
@@ -97,6 +98,7 @@ class LocalRunConfig:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.max_failed_share <= 1.0:
             raise ValueError(f"max_failed_share: must be in [0, 1], got {self.max_failed_share}")
+        resolve_config(dict(self.env_args))  # a bad env arg (a password in buffer_url too) stops here, not in vf-eval
 
     @property
     def local(self) -> bool:

@@ -66,7 +66,7 @@ def title_of(config: ViewerConfig) -> str:
 
 def _short(source: str) -> str:
     if is_redis(source):
-        from self_improve.buffer.redis_buffer import redact
+        from self_improve.buffer.redis_auth import redact
 
         return redact(source)
     return str(Path(source))

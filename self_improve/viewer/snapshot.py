@@ -98,7 +98,7 @@ def read_redis(url: str, prefix: str, password_var: str | None = None) -> Buffer
     except ImportError:
         raise ViewerError("source: reading a Redis buffer needs the redis client: pip install "
                           "'self-improve[redis]'") from None
-    from self_improve.buffer.redis_buffer import redact
+    from self_improve.buffer.redis_auth import redact
 
     password = None
     if password_var is not None:
