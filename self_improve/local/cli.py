@@ -34,10 +34,10 @@ from self_improve.local.server import (
     DEFAULT_N_CTX,
     DEFAULT_PARALLEL,
     DEFAULT_STARTUP_TIMEOUT_S,
-    STOP_GRACE_S,
     LocalModelError,
     LocalServer,
     raise_on_sigterm,
+    stop_process,
 )
 from self_improve.local.weights import CACHE_ENV, MODEL_NAME, ensure_model, join_parts, log
 
@@ -229,13 +229,7 @@ def _run_eval(command: list[str], environment: dict[str, str], server: LocalServ
                 if server is not None and server.poll() is not None:
                     raise LocalModelError(f"during the run, {server.death_report()}") from None
     finally:
-        if evaluation.poll() is None:
-            evaluation.terminate()
-            try:
-                evaluation.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                evaluation.kill()
-                evaluation.wait()
+        stop_process(evaluation)
 
 
 def check_failures(summary: dict[str, Any], max_failed_share: float) -> None:

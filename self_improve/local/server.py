@@ -24,7 +24,9 @@ from self_improve.local.build import ENGINE_REQUIREMENT, amx_instruction_count, 
 from self_improve.local.weights import MODEL_NAME, LocalModelError
 
 __all__ = ["DEFAULT_N_CTX", "DEFAULT_PARALLEL", "DEFAULT_STARTUP_TIMEOUT_S", "STOP_GRACE_S", "LocalModelError",
-           "LocalServer", "engine_binary", "free_port", "likely_cause", "port_is_free", "raise_on_sigterm", "tail"]
+           "LocalServer", "engine_binary", "free_port", "likely_cause", "port_is_free", "raise_on_sigterm",
+           "stop_process",
+           "tail"]
 
 DEFAULT_STARTUP_TIMEOUT_S: float = 180.0
 """Loading the 1.1 GB model and answering one token takes about 5 s on a quiet machine; 180 s covers a loaded one."""
@@ -273,13 +275,7 @@ class LocalServer:
         process, self._process = self._process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
         if self.returncode is None:
             self.returncode = process.returncode
 
@@ -289,6 +285,17 @@ class LocalServer:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
         self.stop()
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after :data:`STOP_GRACE_S` seconds if it is still there; nothing if it has exited."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
