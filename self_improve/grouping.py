@@ -33,11 +33,20 @@ STEP_KINDS: tuple[StepKind, ...] = ("base", "improve", "diverge")
 
 @dataclass(frozen=True)
 class Task:
-    """A GSM8K problem: the request every iterate of an instance answers."""
+    """The request every iterate of an instance answers: a GSM8K problem, or any taskset's task.
+
+    ``task_id`` is the task's durable key, ``question`` its request text (what the viewer
+    shows) and ``answer`` its answer as text ("" when it has none). ``data`` is None for
+    GSM8K; for another taskset's task it is the task's own data as JSON (its taskset's
+    ``TaskData``), so an instance drawn in any process, from Redis or a checkpoint, can be
+    minted again against its own task and scored by that taskset's rewards
+    (``hosts.v1_foreign``). Old checkpoints have no ``data`` and read back as None.
+    """
 
     task_id: str
     question: str
     answer: str
+    data: str | None = None
 
 
 @dataclass(frozen=True)
@@ -171,8 +180,12 @@ class Instance:
         return self.iterates[-1] if self.iterates else ""
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object a buffer state (and a v1 task) stores; :meth:`from_dict` reads it back."""
-        return asdict(self)
+        """The JSON object a buffer state (and a v1 task) stores; :meth:`from_dict` reads it back.
+        A GSM8K task (``data`` None) is written without ``data``, as before the field existed."""
+        raw = asdict(self)
+        if self.task.data is None:
+            del raw["task"]["data"]
+        return raw
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Instance:
@@ -191,6 +204,8 @@ class Instance:
             raise ValueError(f"missing or malformed key {error}") from None
         if not all(isinstance(text, str) for text in (task.task_id, task.question, task.answer, *iterates)):
             raise ValueError("task fields and iterates must be strings")
+        if task.data is not None and not isinstance(task.data, str):
+            raise ValueError(f"task data must be a JSON string or null, got {type(task.data).__name__}")
         if len(iterate_correct) != len(iterates) or not all(isinstance(flag, bool) for flag in iterate_correct):
             raise ValueError("iterate_correct must hold one true/false per iterate")
         if not all(isinstance(value, int) and not isinstance(value, bool) for value in numbers.values()):

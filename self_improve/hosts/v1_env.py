@@ -39,10 +39,12 @@ from typing import Any
 
 import verifiers.v1 as vf
 from pydantic import Field, create_model, model_validator
+from verifiers.v1.utils.loaders import default_harness_id
 
 from self_improve.exit_config import ExitConfig, field_docs, resolve_config
 from self_improve.exit_loop import ExitLoop, GroupPlan, Rollout, route_logs_to
 from self_improve.grouping import Instance, Task
+from self_improve.hosts.v1_foreign import ForeignTaskset, check_taskset
 from self_improve.hosts.v1_taskset import (
     ChatHarness,
     ChatHarnessConfig,
@@ -55,6 +57,9 @@ from self_improve.hosts.v1_taskset import (
 )
 
 logger = logging.getLogger(__name__)
+
+PACKAGE_ID = "self-improve"
+"""This package's plugin id: its taskset, its env (``--env.id self-improve``) and its chat harness."""
 
 NOT_LOOP_FIELDS: frozenset[str] = frozenset({
     "num_train_examples", "num_eval_examples", "dataset_name", "dataset_config",  # the taskset's
@@ -75,6 +80,12 @@ class _ExitEnvFields(vf.EnvConfig):
     """G, rollouts of the group's one prompt per episode (Table 4: 8)."""
     max_concurrent_agents: int | None = Field(None, ge=1)
     """Rollouts of one episode in flight at once (None: all G together)."""
+    max_return: float | None = Field(None, gt=0, allow_inf_nan=False)
+    """Another taskset's r_max, where its rewards are not bounded by their weights (None: the sum of the
+    positive reward weights). The self-improve taskset's is its weights."""
+    solved_threshold: float | None = Field(None, gt=0, allow_inf_nan=False)
+    """Another taskset's return at which a child counts as solved (None: r_max). The self-improve taskset
+    decides by its answer check."""
 
     def exit_config(self) -> ExitConfig:
         """The loop's ``ExitConfig`` (presets applied), validated like the classic arguments."""
@@ -86,6 +97,9 @@ class _ExitEnvFields(vf.EnvConfig):
         if config.diversity_bonus and config.diversity_mode != "reward":
             raise ValueError("diversity_mode: must be 'reward' on verifiers v1 (an env cannot set advantages; "
                              f"the trainer centres rewards itself), got {config.diversity_mode!r}")
+        if self.agent.harness is None and self.taskset.id and default_harness_id(self.taskset.id) == "bash":
+            # A taskset without a harness of its own gets the package's chat harness, not verifiers' bash.
+            self.agent = self.agent.model_copy(update={"harness": ChatHarnessConfig(id=PACKAGE_ID)})
         return self
 
 
@@ -146,12 +160,19 @@ class ExitEnv(vf.Env[ExitEnvConfig]):  # type: ignore[valid-type]
 
     def __init__(self, config: ExitEnvConfig) -> None:  # type: ignore[valid-type]
         super().__init__(config)
-        if not issubclass(self._task_cls, SelfImproveTask):
-            raise ValueError(f"taskset.id: ExitEnv runs the self-improve taskset, got {config.taskset.id!r} "
-                             f"({self._task_cls.__name__})")
         self.exit_config = config.exit_config()
-        self.use_think = config.taskset.task.use_think
-        self.max_return = max_return(config.taskset.task)
+        self.foreign: ForeignTaskset | None = None
+        if issubclass(self._task_cls, SelfImproveTask):
+            for name in ("max_return", "solved_threshold"):
+                if getattr(config, name) is not None:
+                    raise ValueError(f"{name}: applies to other tasksets (the self-improve taskset's r_max is its "
+                                     f"reward weights, its answer check decides solved), got {getattr(config, name)}")
+            self.use_think = config.taskset.task.use_think
+            self.max_return = max_return(config.taskset.task)
+        else:  # any other single-turn taskset, scored by its own rewards (hosts/v1_foreign.py)
+            self.foreign = check_taskset(config.taskset.id, self.taskset, self._task_cls, self._harnesses["agent"],
+                                         config.max_return, config.solved_threshold)
+            self.use_think, self.max_return = False, self.foreign.max_return
         self.loop = ExitLoop.from_config(self.exit_config)
 
     async def start(self) -> None:
@@ -162,10 +183,12 @@ class ExitEnv(vf.Env[ExitEnvConfig]):  # type: ignore[valid-type]
                            "(serve.pool = {type = \"static\", num_workers = 1}) or share one store (buffer_url).")
 
     async def run(self, task: vf.Task, agents: vf.Agents) -> None:
-        data = task.data
-        plan = await self.loop.aplan(Task(data.task_id, data.question, data.answer))  # Algorithm 1, lines 3-7
+        foreign, data = self.foreign, task.data
+        fresh = foreign.task_of(task) if foreign else Task(data.task_id, data.question, data.answer)
+        plan = await self.loop.aplan(fresh)  # Algorithm 1, lines 3-7
+        mint = foreign.mint if foreign else mint_step
         seeds = self.exit_config.request_seeds
-        steps = [mint_step(task, plan, self.loop.request_seed() if seeds else None)
+        steps = [mint(task, plan, self.loop.request_seed() if seeds else None)
                  for _ in range(self.config.rollouts_per_group)]
         async with asyncio.TaskGroup() as group:  # a raising run cancels its siblings
             for step in steps:  # line 8
@@ -177,8 +200,11 @@ class ExitEnv(vf.Env[ExitEnvConfig]):  # type: ignore[valid-type]
         if len(prompts) != 1 or len(traces) != self.config.rollouts_per_group:
             raise ValueError(f"episode: expected {self.config.rollouts_per_group} traces of one minted task, got "
                              f"{len(traces)} traces of {len(prompts)}")
-        plan = plan_of(traces[0].task.data)
+        foreign = self.foreign
+        plan = foreign.plan_of(traces[0].task.data) if foreign else plan_of(traces[0].task.data)
         rollouts = [rollout_of(trace, self.use_think) for trace in traces]
+        if foreign:
+            rollouts = [foreign.rollout(trace, rollout) for trace, rollout in zip(traces, rollouts, strict=True)]
         report = await self.loop.afinish(plan, rollouts, self.max_return)  # lines 9-13
         for trace, reward, metrics in zip(traces, report.rewards, report.metrics, strict=True):
             trace.record_metrics(metrics)
