@@ -91,7 +91,8 @@ class ForeignTaskset:
             raise ValueError(f"taskset {self.taskset_id!r}: instance of task {plan.task.task_id!r} holds no task "
                              "data (a GSM8K buffer?); point the run at a fresh buffer for this taskset")
         original = own_type.model_validate_json(plan.task.data)
-        step = {"kind": plan.kind, "depth": plan.depth, "parent_id": plan.instance.instance_id if plan.instance else None,
+        parent = plan.instance.instance_id if plan.instance else None
+        step = {"kind": plan.kind, "depth": plan.depth, "parent_id": parent,
                 "prev_correct": plan.prev_correct, "task": asdict(plan.task),
                 "instance": plan.instance.to_dict() if plan.instance else None}
         wrapped = original.prompt if plan.kind == "base" else prompts.wrap_step(plan.kind, original.prompt,
