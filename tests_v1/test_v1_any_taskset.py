@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import verifiers.v1 as vf
-
-from conftest import VfEvalFailed, run_vf_eval
 from exit_letters import final_answer
 from exit_partial import coverage_of, named_letters
 from scripted import foreign_server
+
+from conftest import VfEvalFailed, run_vf_eval
 from self_improve import prompts
 
 OWN_REWARD = {
