@@ -69,7 +69,7 @@ class SelfImproveTaskConfig(vf.TaskConfig):
 
 def reply_text(trace: vf.Trace, use_think: bool = False) -> str:
     """The response of a trace: its last reply, after ``</think>`` when ``use_think`` is on
-    (``response.final_reply``)."""
+    (``scoring.response.final_reply``)."""
     return final_reply(trace.last_reply, use_think)
 
 
@@ -86,7 +86,7 @@ class SelfImproveTask(vf.Task[SelfImproveData, vf.State, SelfImproveTaskConfig])
         return reply_text(trace, self.config.use_think)
 
     async def check(self, trace: vf.Trace) -> CheckRecord:
-        """Check the response once per trace (kept in ``trace.info``: ``response.record_check``)."""
+        """Check the response once per trace (kept in ``trace.info``: ``scoring.response.record_check``)."""
         return await record_check(trace.info, self.response(trace), self.data.answer)
 
     @vf.metric
@@ -96,8 +96,8 @@ class SelfImproveTask(vf.Task[SelfImproveData, vf.State, SelfImproveTaskConfig])
 
     @vf.reward(weight=1.0)
     async def correct(self, trace: vf.Trace) -> float:
-        """The step return: correctness, or max(0, (r - r_prev) / (1 - r_prev)) for a
-        self-iteration step under ``iteration_reward="improvement"`` (0 when r_prev = 1)."""
+        """The step return: correctness, or ``scoring.response.improvement_reward`` for a
+        self-iteration step under ``iteration_reward="improvement"``."""
         solved = float((await self.check(trace)).correct)
         if self.config.iteration_reward == "improvement" and self.data.step != "base":
             return improvement_reward(solved, float(self.data.prev_correct))

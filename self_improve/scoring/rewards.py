@@ -9,8 +9,8 @@ reads the rollout and returns a number, and never touches the buffer.
 Step returns: a base step, and a self-iteration step under
 ``iteration_reward="correctness"`` (the paper's math setting, App. A.2),
 return correctness; under ``"improvement"`` a self-iteration step returns
-``response.improvement_reward`` (the rules every host shares live in
-``self_improve.scoring.response``).
+``scoring.response.improvement_reward`` (the per-response rules every host
+shares live in that module, which imports no verifiers).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def response_text(parser: vf.Parser, completion: vf.Messages) -> str:
 
 async def rollout_check(state: vf.State, parser: vf.Parser, completion: vf.Messages, answer: str) -> bool:
     """Whether the rollout's response is correct, checked once and kept in ``state``
-    (``response.record_check``, with the checked text for ``classic.rollout_of``)."""
+    (``scoring.response.record_check``, with the checked text for ``hosts.classic.rollout_of``)."""
     record = cached_check(state) or await record_check(state, response_text(parser, completion or []), answer,
                                                        keep_response=True)
     return record.correct
