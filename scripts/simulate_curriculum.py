@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import numpy as np  # noqa: E402
 
 from self_improve.simulation import STRATEGIES, SimulationResult, SimulationSettings, simulate, summarize  # noqa: E402
+from self_improve.viewer.plots import moving_average  # noqa: E402
 
 LABELS: dict[str, str] = {
     "grpo": "GRPO (no buffer)",
@@ -55,21 +56,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def smooth(values: np.ndarray, width: int = SMOOTHING_BATCHES) -> np.ndarray:
-    """Trailing NaN-aware moving average (NaN where the window holds no value)."""
-    out = np.full(len(values), np.nan)
-    for end in range(len(values)):
-        window = values[max(0, end - width + 1): end + 1]
-        window = window[~np.isnan(window)]
-        if len(window):
-            out[end] = window.mean()
-    return out
-
-
 def seed_band(runs: list[SimulationResult], trace: str, smoothed: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """x, mean and standard deviation over seeds of one per-batch trace (NaN
     before the buffer is first sampled, which numpy would warn about)."""
-    rows = np.vstack([smooth(getattr(r, trace)) if smoothed else getattr(r, trace).astype(float) for r in runs])
+    rows = np.vstack([moving_average(getattr(r, trace), SMOOTHING_BATCHES) if smoothed
+                      else getattr(r, trace).astype(float) for r in runs])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return runs[0].rollouts, np.nanmean(rows, axis=0), np.nanstd(rows, axis=0)

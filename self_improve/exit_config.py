@@ -76,8 +76,8 @@ def _writable_file(name: str, path: Any) -> None:
 
 def _redis_url(name: str, url: Any) -> None:
     checks.text(name, url, nullable=True)
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError(f"{name}: must start with redis://, rediss:// or unix://, got {url.split('://')[0]!r}")
+    if not redis_auth.is_redis_url(url):
+        raise ValueError(f"{name}: must start with {redis_auth.SCHEMES_TEXT}, got {url.split('://')[0]!r}")
     redis_auth.check_buffer_url(url)
 
 

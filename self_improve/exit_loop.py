@@ -2,8 +2,8 @@
 update the buffer.
 
 Every host drives the same three calls: the classic verifiers environment
-(``self_improve``), the verifiers v1 environment (``v1_env``), the simulation
-and the benchmarks::
+(``hosts.classic.ExitEnv``), the verifiers v1 environment
+(``hosts.v1_env.ExitEnv``), the simulation and the benchmarks::
 
     loop = ExitLoop.from_config(config)
     plan = loop.plan(task)                  # lines 3-7: a fresh task, or a buffer instance

@@ -18,7 +18,8 @@ its own GRPO, and shows the finished group to ``observe``. So:
   buffer instance (the same ``SelfImproveData`` the v1 env mints, carrying the
   plan), whose data travels to the env server with every episode;
 * ``observe`` rebuilds the plan from the traces' task data, turns the G traces
-  into rollouts and calls ``ExitLoop.finish`` (lines 9-13);
+  into rollouts as the v1 env does (``self_improve.hosts.v1_env.rollout_of``) and calls
+  ``ExitLoop.finish`` (lines 9-13);
 * the buffer is part of prime-rl's orchestrator checkpoint (``state_dict``), so
   it resumes at exactly the checkpointed step, and the env servers hold no
   state: any pool size works without Redis.
@@ -41,32 +42,15 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from self_improve.exit_config import resolve_config
-from self_improve.exit_loop import ExitLoop, Rollout
+from self_improve.exit_loop import ExitLoop
 from self_improve.grouping import Task
-from self_improve.hosts.v1_env import LOOP_FIELDS, max_return, mint_step, plan_of
+from self_improve.hosts.v1_env import LOOP_FIELDS, max_return, mint_step, plan_of, rollout_of
 from self_improve.hosts.v1_taskset import SelfImproveData, SelfImproveTask
 
 if TYPE_CHECKING:
     import verifiers.v1 as vf
 
 logger = logging.getLogger("self_improve")
-
-
-def _rollout(trace: vf.Trace, use_think: bool) -> Rollout:
-    """What the loop needs of a finished trace (``v1_env.rollout_of``, written for a verifiers
-    whose ``Trace`` may lack ``is_timeout``, as prime-rl main 559b447's pinned verifiers does)."""
-    failure = None
-    if not trace.ok:
-        error = trace.last_error
-        failure = f"error: {error.type}: {error.message}"[:300] if error else "error"
-    elif getattr(trace, "is_timeout", False):
-        failure = f"timed out ({trace.stop_condition})"
-    text = trace.last_reply or ""
-    if use_think and "</think>" in text:
-        text = text.rsplit("</think>", 1)[1].strip()
-    check = trace.info.get("exit_check")
-    correct = bool(check["correct"]) if check else bool(trace.metrics.get("solved") or 0.0)
-    return Rollout(response=text, reward=float(trace.reward), correct=correct, failure=failure)
 
 
 class ExitTaskSampler:
@@ -121,7 +105,7 @@ class ExitTaskSampler:
         task_config = self._template.config
         data = SelfImproveData.model_validate(traces[0].task.data.model_dump())
         plan = plan_of(data)
-        rollouts = [_rollout(trace, task_config.use_think) for trace in traces]
+        rollouts = [rollout_of(trace, task_config.use_think) for trace in traces]
         report = self.loop.finish(plan, rollouts, max_return(task_config))
         self._counts["observed" if report.observed else "left_out"] += 1
 
@@ -149,6 +133,6 @@ class ExitTaskSampler:
         self._counts.clear()
         try:
             metrics |= {name: float(value) for name, value in self.loop.store.metrics().items()}
-        except ConnectionError as error:  # buffer_store.StoreUnavailable
+        except ConnectionError as error:  # self_improve.buffer.store.StoreUnavailable
             logger.warning("buffer metrics unavailable: %s", error)
         return metrics

@@ -9,7 +9,7 @@ a solved answer needs no further improvement). The buffer keeps the top
 ``capacity`` instances by score and samples instance i with probability
 exp(kappa * S_i) / sum_j exp(kappa * S_j) (Algorithm 1 of the paper).
 
-It is the in-process ``buffer_store.BufferStore``; invariants raise
+It is the in-process ``buffer.store.BufferStore``; invariants raise
 ``ValueError`` naming the bad key.
 
 Usage::

@@ -19,6 +19,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
+URL_SCHEMES: tuple[str, ...] = ("redis://", "rediss://", "unix://")
+"""How a Redis URL starts (``buffer_url``, and a viewer SOURCE that names a live buffer)."""
+SCHEMES_TEXT = ", ".join(URL_SCHEMES[:-1]) + " or " + URL_SCHEMES[-1]
+"""The schemes as an error message names them."""
+
+
+def is_redis_url(text: str) -> bool:
+    """Whether ``text`` is a Redis URL (starts with one of ``URL_SCHEMES``) rather than a path."""
+    return text.startswith(URL_SCHEMES)
+
 
 def check_buffer_url(url: str) -> None:
     """Refuse a ``buffer_url`` that carries a password (in its user info, or a query parameter
@@ -28,7 +38,7 @@ def check_buffer_url(url: str) -> None:
         in_query = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True) if "password" in name.lower()]
         has_password = parts.password is not None or bool(in_query)
     except ValueError:
-        raise ValueError("buffer_url: must be a redis://, rediss:// or unix:// URL; it does not parse "
+        raise ValueError(f"buffer_url: must be a {SCHEMES_TEXT} URL; it does not parse "
                          "(not shown: it may hold a secret)") from None
     if has_password:
         where = f"the query parameter {in_query[0]!r}" if in_query else "its user info (user:password@)"

@@ -1,7 +1,7 @@
 """One ExIt curriculum shared by many env workers: the task buffer in Redis.
 
 ``RedisBuffer`` keeps exactly the semantics of ``exit_buffer.ExitBuffer``
-(see ``buffer_store``) in a Redis server, so any number of env worker
+(see ``buffer.store``) in a Redis server, so any number of env worker
 processes, on any number of machines, draw from and feed one buffer. Each
 group's update is one Lua script (``redis_scripts``), which Redis runs
 atomically: concurrent groups never exceed the capacity, never lose a
@@ -74,7 +74,7 @@ def _body(instance_id: int, created_step: int, tail: str) -> str:
 
 
 class RedisBuffer:
-    """A ``buffer_store.BufferStore`` in Redis, shared by every worker that names the same URL and prefix.
+    """A ``buffer.store.BufferStore`` in Redis, shared by every worker that names the same URL and prefix.
 
     Args:
         url: ``redis://[user@]host:port/db`` (or ``rediss://``, ``unix://``), without a
@@ -272,7 +272,7 @@ class RedisBuffer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Replace the whole store with a snapshot (of either store), atomically for every worker;
-        ``buffer_state.check_state``'s ``ValueError`` when it does not fit."""
+        ``buffer.state.check_state``'s ``ValueError`` when it does not fit."""
         restored = check_state(state, self.capacity, self.kappa, self.store_responses)
         rng = restored.rng
         held = restored.instances

@@ -251,7 +251,7 @@ return {size, counters[1] or '0', top[2] or '0', counters[2] or '0', redis.call(
 
 
 def dedupe_key(task_id: str, latest: str) -> str:
-    """The store's de-duplication key: a 128-bit digest of ``buffer_state.response_key``, the
+    """The store's de-duplication key: a 128-bit digest of ``buffer.state.response_key``, the
     file store's key (task_id, normalised latest iterate)."""
     return hashlib.blake2b(json.dumps(list(response_key(task_id, latest))).encode(), digest_size=16).hexdigest()
 

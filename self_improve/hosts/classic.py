@@ -18,7 +18,8 @@ from self_improve import gsm8k_data
 from self_improve.exit_config import ExitConfig, resolve_config, signature
 from self_improve.exit_loop import ExitLoop, GroupPlan, GroupReport, Rollout, route_logs_to
 from self_improve.grouping import Task
-from self_improve.scoring.rewards import CHECK_KEYS, build_rubric, max_return, response_text
+from self_improve.scoring.response import CHECK_KEY, cached_check
+from self_improve.scoring.rewards import build_rubric, max_return, response_text
 
 
 class RolloutFailed(vf.Error):
@@ -39,17 +40,17 @@ def rewrite_input(row: vf.RolloutInput, plan: GroupPlan) -> vf.RolloutInput:
 
 def rollout_of(state: vf.State, parser: vf.Parser) -> Rollout:
     """What the loop needs of a scored rollout, and why it failed if it did."""
-    response_key, solved_key, timed_out_key = CHECK_KEYS
-    text = state.get(response_key)
-    if text is None:
+    check = cached_check(state)
+    text = check.response if check is not None else None
+    if text is None:  # not checked (a failed rollout), or checked by a host that kept no text
         text = response_text(parser, state.get("completion") or [])
     failure = None
     if state.get("error") is not None:
         failure = f"error: {state['error']!r:.200}"
     elif state.get("timed_out") or state.get("stop_condition") == "timeout_reached":
         failure = "timed out"
-    return Rollout(response=text, reward=float(state["reward"]), correct=bool(state.get(solved_key, False)),
-                   failure=failure, check_timed_out=bool(state.get(timed_out_key, False)))
+    return Rollout(response=text, reward=float(state["reward"]), correct=bool(check and check.correct),
+                   failure=failure, check_timed_out=bool(check and check.timed_out))
 
 
 def write_report(states: list[vf.State], report: GroupReport) -> None:
@@ -63,8 +64,7 @@ def write_report(states: list[vf.State], report: GroupReport) -> None:
                 step["reward"], step["advantage"] = reward, advantage
         if problem is not None and state.get("error") is None:
             state["error"] = RolloutFailed(problem)
-        for key in CHECK_KEYS:  # read by now; kept out of what the env server sends back
-            state.pop(key, None)
+        state.pop(CHECK_KEY, None)  # read by now; kept out of what the env server sends back
 
 
 class ExitEnv(vf.SingleTurnEnv):

@@ -55,6 +55,7 @@ from self_improve.hosts.v1_taskset import (
     SelfImproveTasksetConfig,
     reply_text,
 )
+from self_improve.scoring.response import cached_check
 
 logger = logging.getLogger(__name__)
 
@@ -138,10 +139,10 @@ def rollout_of(trace: vf.Trace, use_think: bool = False) -> Rollout:
         failure = f"error: {error.type}: {error.message}"[:300] if error else "error"
     elif getattr(trace, "is_timeout", False):  # absent from the v1 of verifiers' 0.3.1 dev builds
         failure = f"timed out ({trace.stop_condition})"
-    check = trace.info.get("exit_check") or {}
-    correct = check.get("correct", trace.metrics.get("solved") or 0.0)  # the task's check, else its metric
+    check = cached_check(trace.info)
+    correct = check.correct if check is not None else trace.metrics.get("solved")  # else the task's metric
     return Rollout(response=reply_text(trace, use_think), reward=float(trace.reward), correct=bool(correct),
-                   failure=failure, check_timed_out=bool(check.get("timed_out", False)))
+                   failure=failure, check_timed_out=check is not None and check.timed_out)
 
 
 def max_return(config: SelfImproveTaskConfig) -> float:

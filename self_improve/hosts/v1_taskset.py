@@ -19,7 +19,6 @@ The same task type carries ExIt's self-improve and self-diverge steps:
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Literal
 
 import httpx
@@ -30,6 +29,7 @@ from verifiers.v1.dialects.chat import message_to_wire
 from self_improve import gsm8k_data
 from self_improve.exit_config import resolve_config
 from self_improve.scoring import answer_check
+from self_improve.scoring.response import CheckRecord, final_reply, improvement_reward, record_check
 
 DATA_FIELDS: tuple[str, ...] = ("num_train_examples", "num_eval_examples", "dataset_name", "dataset_config", "seed")
 """The ``exit_config.ExitConfig`` arguments that belong to the v1 taskset (they choose the rows)."""
@@ -68,11 +68,9 @@ class SelfImproveTaskConfig(vf.TaskConfig):
 
 
 def reply_text(trace: vf.Trace, use_think: bool = False) -> str:
-    """The response of a trace: its last reply, after ``</think>`` when ``use_think`` is on."""
-    text = trace.last_reply or ""
-    if use_think and "</think>" in text:
-        text = text.rsplit("</think>", 1)[1]
-    return text.strip()
+    """The response of a trace: its last reply, after ``</think>`` when ``use_think`` is on
+    (``scoring.response.final_reply``)."""
+    return final_reply(trace.last_reply, use_think)
 
 
 class SelfImproveTask(vf.Task[SelfImproveData, vf.State, SelfImproveTaskConfig]):
@@ -87,33 +85,22 @@ class SelfImproveTask(vf.Task[SelfImproveData, vf.State, SelfImproveTaskConfig])
         """The text that is scored (``reply_text``)."""
         return reply_text(trace, self.config.use_think)
 
-    async def check(self, trace: vf.Trace) -> dict[str, Any]:
-        """Check the response once per trace (kept in ``trace.info["exit_check"]``)."""
-        cached = trace.info.get("exit_check")
-        if cached is None:
-            text = self.response(trace)
-            check_async = getattr(answer_check, "check_async", None)
-            if check_async is not None:
-                result = await check_async(text, self.data.answer)
-                correct, timed_out = bool(result.correct), bool(getattr(result, "timed_out", False))
-            else:
-                correct, timed_out = await asyncio.to_thread(answer_check.is_correct, text, self.data.answer), False
-            cached = trace.info["exit_check"] = {"correct": correct, "timed_out": timed_out}
-        return cached
+    async def check(self, trace: vf.Trace) -> CheckRecord:
+        """Check the response once per trace (kept in ``trace.info``: ``scoring.response.record_check``)."""
+        return await record_check(trace.info, self.response(trace), self.data.answer)
 
     @vf.metric
     async def solved(self, trace: vf.Trace) -> float:
         """Plain correctness of the last ``\\boxed{}`` (what decides a child is solved)."""
-        return float((await self.check(trace))["correct"])
+        return float((await self.check(trace)).correct)
 
     @vf.reward(weight=1.0)
     async def correct(self, trace: vf.Trace) -> float:
-        """The step return: correctness, or max(0, (r - r_prev) / (1 - r_prev)) for a
-        self-iteration step under ``iteration_reward="improvement"`` (0 when r_prev = 1)."""
-        solved = float((await self.check(trace))["correct"])
+        """The step return: correctness, or ``scoring.response.improvement_reward`` for a
+        self-iteration step under ``iteration_reward="improvement"``."""
+        solved = float((await self.check(trace)).correct)
         if self.config.iteration_reward == "improvement" and self.data.step != "base":
-            previous = float(self.data.prev_correct)
-            return 0.0 if previous >= 1.0 else max(0.0, (solved - previous) / (1.0 - previous))
+            return improvement_reward(solved, float(self.data.prev_correct))
         return solved
 
     @vf.reward(weight=0.0)

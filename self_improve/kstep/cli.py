@@ -7,8 +7,8 @@ every reported number: docs/k-step-eval.md.
 
 This module runs one evaluation (``evaluate``) and the command line (``main``);
 it re-exports the names a caller needs from the modules that hold them:
-``k_step_config`` (settings, file names), ``k_step_chains`` (questions, chains,
-the request log), ``k_step_runner`` (sending requests), ``k_step_report``
+``kstep.config`` (settings, file names), ``kstep.chains`` (questions, chains,
+the request log), ``kstep.runner`` (sending requests), ``kstep.report``
 (numbers, table, plot).
 """
 

@@ -9,8 +9,8 @@ reads the rollout and returns a number, and never touches the buffer.
 Step returns: a base step, and a self-iteration step under
 ``iteration_reward="correctness"`` (the paper's math setting, App. A.2),
 return correctness; under ``"improvement"`` a self-iteration step returns
-max(0, (r_new - r_prev) / (1 - r_prev)), set to 0 when r_prev = 1 (nothing
-left to improve: the limit of every epsilon regularisation).
+``scoring.response.improvement_reward`` (the per-response rules every host
+shares live in that module, which imports no verifiers).
 """
 
 from __future__ import annotations
@@ -22,13 +22,10 @@ from typing import Any, TypeVar
 import verifiers as vf
 
 from self_improve.exit_config import IterationReward
-from self_improve.scoring.answer_check import check_async, extract_boxed
+from self_improve.scoring.answer_check import extract_boxed
+from self_improve.scoring.response import cached_check, improvement_reward, record_check
 
 Func = TypeVar("Func", bound=Callable[..., Any])
-
-CHECK_KEYS: tuple[str, str, str] = ("exit_response", "exit_solved", "exit_check_timed_out")
-"""State keys of the one answer check of a rollout (plain values, so states stay serialisable)."""
-
 
 def response_text(parser: vf.Parser, completion: vf.Messages) -> str:
     """The response a step produced, as the parser sees it (think blocks removed
@@ -37,20 +34,11 @@ def response_text(parser: vf.Parser, completion: vf.Messages) -> str:
 
 
 async def rollout_check(state: vf.State, parser: vf.Parser, completion: vf.Messages, answer: str) -> bool:
-    """Whether the rollout's response is correct, checked once and kept in ``state``."""
-    response_key, solved_key, timed_out_key = CHECK_KEYS
-    if solved_key not in state:
-        text = response_text(parser, completion or [])
-        result = await check_async(text, answer)
-        state[response_key], state[solved_key], state[timed_out_key] = text, result.correct, result.timed_out
-    return bool(state[solved_key])
-
-
-def improvement_reward(r_new: float, r_prev: float) -> float:
-    """max(0, (r_new - r_prev) / (1 - r_prev)), with r_prev >= 1 giving 0 (see module doc)."""
-    if r_prev >= 1.0:
-        return 0.0
-    return max(0.0, (r_new - r_prev) / (1.0 - r_prev))
+    """Whether the rollout's response is correct, checked once and kept in ``state``
+    (``scoring.response.record_check``, with the checked text for ``hosts.classic.rollout_of``)."""
+    record = cached_check(state) or await record_check(state, response_text(parser, completion or []), answer,
+                                                       keep_response=True)
+    return record.correct
 
 
 def make_correct_answer(iteration_reward: IterationReward) -> vf.RewardFunc:

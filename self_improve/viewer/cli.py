@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from self_improve import cli_args
+from self_improve.buffer.redis_auth import is_redis_url
 from self_improve.viewer import export, lineage, plots, runlog, snapshot, summary
-from self_improve.viewer.config import ViewerConfig, ViewerError, is_redis, is_results
+from self_improve.viewer.config import ViewerConfig, ViewerError, is_results
 
 PROG = "self-improve-buffer"
 DESCRIPTION = ("Show what an ExIt buffer holds and how it got there: a summary, one instance's chain (show ID), "
@@ -52,7 +53,7 @@ def parse_args(argv: Sequence[str] | None = None) -> ViewerConfig:
 def read_buffer(config: ViewerConfig) -> snapshot.BufferSnapshot:
     """The snapshot SOURCE names (a file or a Redis URL)."""
     source = config.sources[0]
-    if is_redis(source):
+    if is_redis_url(source):
         return snapshot.read_redis(source, config.prefix, config.password_var)
     return snapshot.read_file(source)
 
@@ -65,7 +66,7 @@ def title_of(config: ViewerConfig) -> str:
 
 
 def _short(source: str) -> str:
-    if is_redis(source):
+    if is_redis_url(source):
         from self_improve.buffer.redis_auth import redact
 
         return redact(source)

@@ -7,25 +7,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
+from self_improve.buffer.redis_auth import is_redis_url
 from self_improve.cli_args import option
 from self_improve.exit_config import ExitConfig
-
-REDIS_SCHEMES: tuple[str, ...] = ("redis://", "rediss://", "unix://")
-"""How a SOURCE that names a live Redis buffer starts."""
 
 
 class ViewerError(Exception):
     """Bad input to the viewer: a message that names the source or flag, shown without a traceback."""
 
 
-def is_redis(source: str) -> bool:
-    """Whether ``source`` is a Redis URL rather than a path."""
-    return source.startswith(REDIS_SCHEMES)
-
-
 def is_results(source: str) -> bool:
     """Whether ``source`` is a vf-eval ``results.jsonl`` (any ``.jsonl`` file) rather than a buffer checkpoint."""
-    return not is_redis(source) and source.endswith(".jsonl")
+    return not is_redis_url(source) and source.endswith(".jsonl")
 
 
 @dataclass(frozen=True)
@@ -49,7 +42,7 @@ class ViewerConfig:
     def __post_init__(self) -> None:
         if not self.sources:
             raise ValueError("source: give a buffer file, a redis:// URL or results.jsonl files")
-        redis_sources = [source for source in self.sources if is_redis(source)]
+        redis_sources = [source for source in self.sources if is_redis_url(source)]
         results = [source for source in self.sources if is_results(source)]
         if len(self.sources) > 1 and len(results) != len(self.sources):
             raise ValueError(f"source: several sources must all be results.jsonl files, got {list(self.sources)}")
