@@ -20,6 +20,9 @@ Usage::
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from self_improve.grouping import StepKind
 
 SYSTEM_PROMPT: str = (
@@ -50,6 +53,8 @@ an approach that SIGNIFICANTLY DIFFERS from the approach of the current response
 - Finally, provide your new response using this different approach."""
 
 Messages = list[dict[str, str]]
+Prompt = str | Messages
+"""A task's own prompt: a string, or chat messages with an optional system message first."""
 
 
 def _with_system(user: str, system_prompt: str) -> Messages:
@@ -75,11 +80,72 @@ def diverge_messages(question: str, previous_response: str, system_prompt: str =
 
 def step_messages(kind: StepKind, question: str, previous_response: str,
                   system_prompt: str = SYSTEM_PROMPT) -> Messages:
-    """The messages for a step of the given kind (``previous_response`` unused for base)."""
+    """The messages for a GSM8K step of the given kind (``previous_response`` unused for base):
+    ``wrap_step`` over ``base_messages(question)``."""
+    return wrap_step(kind, base_messages(question, system_prompt), previous_response)  # type: ignore[return-value]
+
+
+def _text_of(content: Any, where: str) -> str:
+    """The text of a message's content: a string, or text parts (``{"type": "text", "text": ...}``)."""
+    if isinstance(content, str):
+        return content
+    if content is None:
+        return ""
+    texts = []
+    for part in content:
+        part_type = _field(part, "type")
+        if part_type != "text":
+            raise ValueError(f"{where}: must hold text only to be quoted in a self-iteration prompt, "
+                             f"got a {part_type!r} part")
+        texts.append(str(_field(part, "text") or ""))
+    return "\n\n".join(text for text in texts if text)
+
+
+def _field(item: Any, name: str) -> Any:
+    """``item[name]`` of a mapping, else ``item.name`` (a pydantic message)."""
+    return item.get(name) if isinstance(item, Mapping) else getattr(item, name, None)
+
+
+def request_text(prompt: Prompt | Sequence[Any]) -> str:
+    """The request a task's prompt makes: the string itself, or the text of its non-system
+    messages joined by a blank line (what Appendix B quotes as "## Request")."""
+    if isinstance(prompt, str):
+        return prompt
+    parts = [_text_of(_field(m, "content"), f"prompt[{i}].content")
+             for i, m in enumerate(prompt) if _field(m, "role") != "system"]
+    return "\n\n".join(part for part in parts if part)
+
+
+def wrap_step(kind: StepKind, prompt: Prompt | Sequence[Any], previous_response: str) -> Prompt:
+    """The prompt of an ExIt step over ANY task's own ``prompt``, in the prompt's own shape.
+
+    * ``base``: the prompt as it stands (messages copied as plain dicts).
+    * ``improve`` / ``diverge``: the Appendix B template whose Request is ``request_text(prompt)``
+      and whose Current response is ``previous_response``. A string prompt gives a string;
+      a message list gives its system messages (kept, in order, first) and one user message.
+
+    Messages may be dicts or objects with ``role`` / ``content`` (verifiers' message models);
+    non-text content parts are refused with a ``ValueError`` naming the message. No verifiers import.
+
+    >>> wrap_step("improve", "Spell cat.", "tac").splitlines()[0]
+    'Improve your current response to this request:'
+    >>> [m["role"] for m in wrap_step("diverge", [{"role": "system", "content": "S"},
+    ...                                             {"role": "user", "content": "Q"}], "R")]
+    ['system', 'user']
+    """
+    if kind not in ("base", "improve", "diverge"):
+        raise ValueError(f"kind: must be 'base', 'improve' or 'diverge', got {kind!r}")
+    if not isinstance(prompt, str) and not isinstance(prompt, Sequence):
+        raise ValueError(f"prompt: must be a string or a list of chat messages, got {type(prompt).__name__}")
     if kind == "base":
-        return base_messages(question, system_prompt)
-    if kind == "improve":
-        return improve_messages(question, previous_response, system_prompt)
-    if kind == "diverge":
-        return diverge_messages(question, previous_response, system_prompt)
-    raise ValueError(f"kind: must be 'base', 'improve' or 'diverge', got {kind!r}")
+        if isinstance(prompt, str):
+            return prompt
+        return [{"role": str(_field(m, "role")), "content": _text_of(_field(m, "content"), f"prompt[{i}].content")}
+                for i, m in enumerate(prompt)]
+    template = SELF_IMPROVE_TEMPLATE if kind == "improve" else SELF_DIVERGE_TEMPLATE
+    user = template.format(instruction=request_text(prompt), previous_response=previous_response)
+    if isinstance(prompt, str):
+        return user
+    systems = [{"role": "system", "content": _text_of(_field(m, "content"), f"prompt[{i}].content")}
+               for i, m in enumerate(prompt) if _field(m, "role") == "system"]
+    return [*systems, {"role": "user", "content": user}]

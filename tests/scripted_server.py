@@ -112,10 +112,15 @@ class ScriptedServer:
     requests: list[dict[str, Any]] = field(default_factory=list)
     port: int = 0
     """Port on 127.0.0.1; 0: a free one."""
+    golds: dict[str, str] = field(default_factory=dict)
+    """Gold answers of other tasksets' requests (request text -> gold), on top of GSM8K's."""
+    renderer: Callable[[str, str, str], str] = render
+    """``(behaviour, gold, tag) -> text``: how a behaviour reads (GSM8K's ``\\boxed{}`` by default)."""
 
     def __post_init__(self) -> None:
         self._gold = {row["question"]: gsm8k_data.gold_number(row["answer"])
                       for split in gsm8k_data.SPLITS for row in gsm8k_data.load_raw(split)}
+        self._gold.update(self.golds)
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -186,7 +191,7 @@ class ScriptedServer:
             with self._lock:
                 self.served.append(Served(question, kind, behaviour, ""))
             return 400, {"error": {"message": "the request exceeds the context size", "type": "invalid_request_error"}}
-        text = render(behaviour, gold, f"r{request_number}")
+        text = self.renderer(behaviour, gold, f"r{request_number}")
         with self._lock:
             self.served.append(Served(question, kind, behaviour, text))
         if behaviour == "hang":

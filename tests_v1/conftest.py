@@ -36,6 +36,10 @@ else:
 from scripted_server import ScriptedServer
 
 REPO = Path(__file__).resolve().parents[1]
+TASKSETS = REPO / "tests_v1" / "tasksets"
+"""The test tasksets ``exit-letters`` and ``exit-partial`` (importable once this is on the path)."""
+if str(TASKSETS) not in sys.path:
+    sys.path.insert(0, str(TASKSETS))
 VF_EVAL = Path(sys.executable).with_name("vf-eval")
 KEY_VAR = "SCRIPTED_KEY"
 
@@ -47,18 +51,22 @@ def scripted_server() -> Iterator[ScriptedServer]:
     server.stop()
 
 
-def run_vf_eval(server_url: str, output_dir: Path, *args: str, timeout: float = 300) -> list[dict]:
-    """Run ``vf-eval self-improve -m scripted ... --no-push --no-rich`` and return the saved episodes."""
-    return vf_eval(server_url, output_dir, *args, timeout=timeout)[0]
+def run_vf_eval(server_url: str, output_dir: Path, *args: str, timeout: float = 300,
+                taskset: str = "self-improve") -> list[dict]:
+    """Run ``vf-eval TASKSET -m scripted ... --no-push --no-rich`` and return the saved episodes."""
+    return vf_eval(server_url, output_dir, *args, timeout=timeout, taskset=taskset)[0]
 
 
-def vf_eval(server_url: str, output_dir: Path, *args: str, timeout: float = 300) -> tuple[list[dict], str]:
-    """``run_vf_eval``'s episodes, and what the run printed (stdout, then stderr)."""
-    command = [str(VF_EVAL), "self-improve", "-m", "scripted", "--client.base-url", server_url,
+def vf_eval(server_url: str, output_dir: Path, *args: str, timeout: float = 300,
+            taskset: str = "self-improve") -> tuple[list[dict], str]:
+    """``run_vf_eval``'s episodes, and what the run printed (stdout, then stderr). ``taskset``:
+    ``self-improve`` (GSM8K) or any importable one, e.g. ``exit-letters`` with ``--env.id self-improve``."""
+    command = [str(VF_EVAL), taskset, "-m", "scripted", "--client.base-url", server_url,
                "--client.api-key-var", KEY_VAR, "--no-push", "--no-rich", "-o", str(output_dir),
                "--run.name", "run", *args]
     environment = {**os.environ, KEY_VAR: "not-a-secret", "PRIME_RUNS_MODE": "disabled",
-                   "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+                   "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), str(TASKSETS),
+                                                                 os.environ.get("PYTHONPATH")]))}
     completed = subprocess.run(command, cwd=output_dir, env=environment, capture_output=True, text=True,
                                timeout=timeout)
     if completed.returncode != 0:
