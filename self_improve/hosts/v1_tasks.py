@@ -18,6 +18,7 @@ Imports ``verifiers.v1`` at module level: import this module only on a v1 path.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -103,6 +104,15 @@ def check_single_turn(taskset: vf.Taskset, task: vf.Task) -> None:
     problem = single_turn_problem(taskset, task)
     if problem is not None:
         raise ValueError(f"taskset: {taskset.config.id!r} cannot be iterated one reply at a time: {problem}")
+
+
+def with_prompt(task: vf.Task, prompt: Any) -> vf.Task:
+    """A copy of ``task`` whose data holds ``prompt`` (a string or chat-message dicts), validated
+    by the task's own data type (so messages become verifiers' message models); all else kept."""
+    data = type(task.data).model_validate({**task.data.model_dump(), "prompt": prompt})
+    clone = copy.copy(task)
+    clone.data = data
+    return clone
 
 
 def chat_agent(taskset_id: str, request_timeout: float = 600.0) -> vf.AgentConfig:

@@ -75,7 +75,9 @@ class TasksetRun:
     def step_task(self, question_id: str, kind: StepKind, previous: str) -> vf.Task:
         """The task of one step: the taskset's own, prompted by ``prompts.wrap_step``."""
         task = self.tasks[question_id]
-        return task if kind == "base" else task.with_data(prompt=prompts.wrap_step(kind, task.data.prompt, previous))
+        if kind == "base":
+            return task
+        return v1_tasks.with_prompt(task, prompts.wrap_step(kind, task.data.prompt, previous))
 
     def result(self, episode: vf.Episode) -> tuple[dict[str, Any], bool]:
         """(the logged fields of one step's episode, whether its failure is worth a retry)."""
