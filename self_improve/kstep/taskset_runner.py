@@ -29,8 +29,9 @@ from self_improve.kstep.chains import Chain, Question, RequestLog
 from self_improve.kstep.config import EvalConfig
 from self_improve.kstep.runner import advance
 
-RETRYABLE_STATUS = re.compile(r"\bHTTP (429|5\d\d)\b|request failed")
-"""A chat harness failure worth retrying (5xx, 429, no connection), as the GSM8K runner retries."""
+RETRYABLE_STATUS = re.compile(r"\b(HTTP|upstream) (429|5\d\d)\b|request failed")
+"""A failure worth retrying (5xx, 429, no connection; the GSM8K runner retries the same), when the
+trace's error carries no HTTP status of its own (a harness that reports the status in its text)."""
 
 
 class TasksetRun:
@@ -83,18 +84,20 @@ class TasksetRun:
         """(the logged fields of one step's episode, whether its failure is worth a retry)."""
         traces = list(episode.traces)
         trace = traces[-1] if traces else None
-        error = None
+        error, status = None, None
         if trace is None or not episode.ok:
             failure = (trace.last_error if trace is not None else None) or \
                 (episode.errors[-1] if episode.errors else None)
             error = f"{failure.type}: {failure.message}"[:500] if failure else "episode failed without an error"
+            status = getattr(failure, "status_code", None)
         elif trace.is_timeout:
             error = f"timed out ({trace.stop_condition})"
         elif len(trace.assistant_messages) != 1 or trace.tool_messages:
             error = (f"taskset {self.config.taskset!r}: the step took {len(trace.assistant_messages)} replies and "
                      f"{len(trace.tool_messages)} tool results; the K-step evaluation needs exactly one reply")
         if error is not None:
-            return {"error": error}, bool(RETRYABLE_STATUS.search(error))
+            retry = status == 429 or (status or 0) >= 500 or bool(RETRYABLE_STATUS.search(error))
+            return {"error": error}, retry
         value = trace.reward
         calls = [call for call in trace.calls if call.error is None]
         return {"response": trace.last_reply, "finish_reason": calls[-1].finish_reason if calls else None,
