@@ -20,6 +20,11 @@ from self_improve.kstep.config import RUN_FILE, SPLIT, EvalConfig
 logger = logging.getLogger(__name__)
 
 
+ITERATE_FIELDS: tuple[str, ...] = ("step", "kind", "response", "correct", "return", "rewards", "finish_reason",
+                                   "completion_tokens")
+"""What ``chains.jsonl`` keeps of each iterate (``return`` and ``rewards``: a taskset run's scores)."""
+
+
 @dataclass(frozen=True)
 class Question:
     question_id: str
@@ -88,8 +93,7 @@ class Chain:
             "question_id": self.question.question_id, "sample": self.sample, "status": self.status(steps),
             "error": self.error, "question": self.question.question, "answer": self.question.answer,
             "correct": [it["correct"] for it in self.iterates],
-            "iterates": [{key: it[key] for key in ("step", "kind", "response", "correct", "finish_reason",
-                                                   "completion_tokens")} for it in self.iterates],
+            "iterates": [{key: it[key] for key in ITERATE_FIELDS if key in it} for it in self.iterates],
         }
 
 

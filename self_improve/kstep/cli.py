@@ -15,8 +15,10 @@ the request log), ``kstep.runner`` (sending requests), ``kstep.report``
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import logging
+import re
 import signal
 import sys
 import time
@@ -56,7 +58,7 @@ __all__ = [
     "CHAINS_FILE", "PLOT_FILE", "REQUESTS_FILE", "RUN_FILE", "SUMMARY_FILE", "TABLE_FILE",
     "Chain", "EvalConfig", "Question", "RequestLog",
     "evaluate", "load_chains", "load_questions", "main", "markdown_table", "parse_args", "plot", "request_seed",
-    "run_chains", "step_kind", "summarize", "write_outputs",
+    "run_chains", "step_kind", "summarize", "taskset_run", "write_outputs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,9 +69,29 @@ EPILOG = ("Rerun the same command to resume: every finished request is kept in <
           "Details: docs/k-step-eval.md.")
 
 
-def write_outputs(config: EvalConfig, chains: Sequence[Chain], output_dir: Path, base_url: str) -> dict[str, Any]:
+def taskset_run(config: EvalConfig) -> Any:
+    """The ``kstep.taskset_runner.TasksetRun`` of a ``--taskset`` run: the taskset loaded and every
+    chosen task checked (single-turn, with rewards) before any model request. ``ValueError`` when
+    verifiers 0.4 is missing (naming the ``v1`` extra) or the taskset cannot be iterated on."""
+    try:
+        version = importlib.metadata.version("verifiers")
+    except importlib.metadata.PackageNotFoundError:
+        version = "none"
+    major_minor = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+    if major_minor < (0, 4):
+        raise ValueError(f"taskset: --taskset {config.taskset!r} needs verifiers 0.4 (pip install "
+                         f"'self-improve[v1]', the v1 extra), found verifiers {version}")
+    from self_improve.kstep.taskset_runner import TasksetRun
+
+    return TasksetRun(config)
+
+
+def write_outputs(config: EvalConfig, chains: Sequence[Chain], output_dir: Path, base_url: str,
+                  run: Any = None) -> dict[str, Any]:
     """chains.jsonl, summary.json and summary.md, each replaced atomically, then the plot."""
     summary = summarize(chains, config.steps)
+    if run is not None:
+        summary["taskset"], summary["max_return"], summary["threshold"] = config.taskset, run.max_return, run.threshold
     summary["model"], summary["base_url"] = config.model, redact(base_url)  # never a password in user info
     summary["config"] = {**asdict(config), "output_dir": str(output_dir)}
     write_text_atomic(output_dir / CHAINS_FILE, "".join(json.dumps(chain.row(config.steps)) + "\n"
@@ -83,26 +105,34 @@ def write_outputs(config: EvalConfig, chains: Sequence[Chain], output_dir: Path,
     return summary
 
 
-def evaluate(config: EvalConfig, base_url: str, questions: Sequence[Question] | None = None) -> dict[str, Any]:
+def evaluate(config: EvalConfig, base_url: str, questions: Sequence[Question] | None = None,
+             run: Any = None) -> dict[str, Any]:
     """Run (or resume) the evaluation against ``base_url`` and write every output.
-    Outputs are written even when interrupted, counting unfinished chains."""
+    Outputs are written even when interrupted, counting unfinished chains. A ``--taskset``
+    run uses ``run`` (``taskset_run(config)``; built here when not given) for its tasks."""
+    if config.taskset is not None and run is None:
+        run = taskset_run(config)
     output_dir = config.resolved_output_dir
     output_dir.mkdir(parents=True, exist_ok=True)
     check_identity(output_dir, config)
-    if questions is None:
+    if run is not None:
+        questions = run.questions()
+    elif questions is None:
         questions = load_questions(config.num_questions, config.seed)
     log = RequestLog(output_dir / REQUESTS_FILE)
     chains = load_chains(config, questions, log)
+    if run is not None:
+        run.judge(chains)
     reused = sum(len(chain.iterates) for chain in chains)
     if reused:
         logger.warning("resuming %s: %d finished requests reused, %d of %d chains to continue", output_dir, reused,
                        sum(chain.status(config.steps) != "done" for chain in chains), len(chains))
     started = time.perf_counter()
     try:
-        asyncio.run(run_chains(config, chains, log, base_url))
+        asyncio.run(run_chains(config, chains, log, base_url) if run is None else run.run(chains, log, base_url))
     finally:
         log.close()
-        summary = write_outputs(config, chains, output_dir, base_url)
+        summary = write_outputs(config, chains, output_dir, base_url, run)
     summary["wall_s"] = time.perf_counter() - started
     return summary
 
@@ -124,14 +154,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     output_dir = config.resolved_output_dir
     signal.signal(signal.SIGTERM, raise_on_sigterm)
     try:
+        run = taskset_run(config) if config.taskset is not None else None  # refusals before any server or request
         if config.base_url is not None:
-            summary = evaluate(config, config.base_url)
+            summary = evaluate(config, config.base_url, run=run)
         else:
             output_dir.mkdir(parents=True, exist_ok=True)
             server = LocalServer(ensure_model(), log_path=output_dir / "server.log")
             logger.info("starting the built-in model server; its log: %s", server.log_path)
             with server:
-                summary = evaluate(config, server.base_url)
+                summary = evaluate(config, server.base_url, run=run)
+    except ValueError as error:  # a refused taskset, or an output dir holding another run
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
     except LocalModelError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1

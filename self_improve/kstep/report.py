@@ -20,11 +20,15 @@ def _mean_se(values: list[float]) -> tuple[float | None, float | None]:
 
 
 def summarize(chains: Sequence[Chain], steps: int) -> dict[str, Any]:
-    """Every reported number, from the chains alone (definitions: docs/k-step-eval.md, "Numbers reported")."""
+    """Every reported number, from the chains alone (definitions: docs/k-step-eval.md, "Numbers reported").
+    ``accuracy`` is the solved share; when the iterates carry a taskset's ``return``, each step also
+    reports ``mean_return`` (avg@r) and the summary ``delta_K_return``."""
     by_question: dict[str, list[Chain]] = defaultdict(list)
     for chain in chains:
         by_question[chain.question.question_id].append(chain)
+    scored = any("return" in it for chain in chains for it in chain.iterates)  # a taskset run: returns too
     rates: list[dict[str, float]] = [{} for _ in range(steps + 1)]  # step -> question -> p_qk
+    returns: list[dict[str, float]] = [{} for _ in range(steps + 1)]  # step -> question -> mean return
     per_step: list[dict[str, Any]] = []
     cumulative, cumulative_fraction = 0, 0.0
     for k in range(steps + 1):
@@ -33,11 +37,16 @@ def summarize(chains: Sequence[Chain], steps: int) -> dict[str, Any]:
             flags = [c.iterates[k]["correct"] for c in group if len(c.iterates) > k]
             if flags:
                 rates[k][question_id] = sum(flags) / len(flags)
+            if scored and flags:
+                returns[k][question_id] = statistics.fmean(c.iterates[k]["return"] for c in group
+                                                           if len(c.iterates) > k)
         accuracy, stderr = _mean_se(list(rates[k].values()))
         row: dict[str, Any] = {"step": k, "kinds": dict(Counter(c.iterates[k]["kind"] for c in valid)),
                                "n_valid": len(valid), "n_questions": len(rates[k]),
                                "correct": sum(c.iterates[k]["correct"] for c in valid),
                                "accuracy": accuracy, "stderr": stderr}
+        if scored:
+            row["mean_return"], row["mean_return_stderr"] = _mean_se(list(returns[k].values()))
         if k >= 1:
             fixed = sum(not c.iterates[k - 1]["correct"] and c.iterates[k]["correct"] for c in valid)
             broken = sum(c.iterates[k - 1]["correct"] and not c.iterates[k]["correct"] for c in valid)
@@ -53,12 +62,20 @@ def summarize(chains: Sequence[Chain], steps: int) -> dict[str, Any]:
     first, last = per_step[0]["accuracy"], per_step[-1]["accuracy"]
     paired = [rates[steps][q] - rates[0][q] for q in rates[steps] if q in rates[0]]
     statuses = Counter(chain.status(steps) for chain in chains)
+    if scored:
+        first_return, last_return = per_step[0]["mean_return"], per_step[-1]["mean_return"]
+        extra = {"delta_K_return": None if first_return is None or last_return is None else last_return - first_return,
+                 "delta_K_return_stderr": _mean_se([returns[steps][q] - returns[0][q] for q in returns[steps]
+                                                    if q in returns[0]])[1]}
+    else:
+        extra = {}
     return {
         "num_questions": len(by_question), "samples": max((c.sample for c in chains), default=-1) + 1,
         "steps": steps, "chains": len(chains), "done": statuses["done"], "errors": statuses["error"],
         "unfinished": statuses["unfinished"],
         "delta_K": None if first is None or last is None else last - first,
         "delta_K_stderr": _mean_se(paired)[1],
+        **extra,
         "per_step": per_step,
     }
 
@@ -69,16 +86,24 @@ def _percent(value: float | None) -> str:
 
 def markdown_table(summary: dict[str, Any]) -> str:
     """The stdout report: one row per step, then Delta_K and chain counts."""
-    lines = ["| step | prompt | valid | accuracy (avg@r) | ± s.e. | i→c | c→i | net | cum. net | cum. net % |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    scored = "delta_K_return" in summary
+    label, extra_head = ("solved (avg@r)", " mean return |") if scored else ("accuracy (avg@r)", "")
+    lines = [f"| step | prompt | valid | {label} | ± s.e. |{extra_head} i→c | c→i | net | cum. net | cum. net % |",
+             "|---:|---|---:|---:|---:|" + ("---:|" if scored else "") + "---:|---:|---:|---:|---:|"]
     for row in summary["per_step"]:
         kinds = " + ".join(f"{kind} {count}" for kind, count in sorted(row["kinds"].items())) or "-"
         moves = ([str(row[key]) for key in ("incorrect_to_correct", "correct_to_incorrect", "net", "cumulative_net")]
                  + [_percent(row["cumulative_net_frac"])] if row["step"] else ["-"] * 5)
+        mean = row.get("mean_return")
+        extra = (" n/a |" if mean is None else f" {mean:.3f} |") if scored else ""
         lines.append(f"| {row['step']} | {kinds} | {row['n_valid']} | {_percent(row['accuracy'])} | "
-                     f"{_percent(row['stderr'])} | " + " | ".join(moves) + " |")
+                     f"{_percent(row['stderr'])} |{extra} " + " | ".join(moves) + " |")
     delta = summary["delta_K"]
     delta_text = "n/a" if delta is None else f"{100 * delta:+.1f} points (± {_percent(summary['delta_K_stderr'])})"
+    if scored:
+        moved = summary["delta_K_return"]
+        delta_text += "; mean return " + ("n/a" if moved is None else f"{moved:+.3f}") + \
+            f" (r_max {summary['max_return']:g}, solved at return >= {summary['threshold']:g})"
     lines += ["", f"Δ_K = acc_{summary['steps']} − acc_0 = {delta_text}; "
               f"{summary['num_questions']} questions × {summary['samples']} samples = {summary['chains']} chains: "
               f"{summary['done']} done, {summary['errors']} errors, {summary['unfinished']} unfinished"]

@@ -13,14 +13,15 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import openai
 from tqdm import tqdm
 
 from self_improve import prompts
-from self_improve.kstep.chains import Chain, RequestLog, request_seed, step_kind
+from self_improve.grouping import StepKind
+from self_improve.kstep.chains import Chain, Question, RequestLog, request_seed, step_kind
 from self_improve.kstep.config import DEFAULT_API_KEY, EvalConfig
 from self_improve.scoring.answer_check import is_correct
 
@@ -102,20 +103,22 @@ async def _complete(client: openai.AsyncOpenAI, config: EvalConfig, semaphore: a
             return {"error": f"{type(error).__name__}: {error}"}, attempt
 
 
-async def _run_chain(chain: Chain, client: openai.AsyncOpenAI, config: EvalConfig, semaphore: asyncio.Semaphore,
-                     log: RequestLog, progress: _Progress) -> None:
+Ask = Callable[[Question, StepKind, str, "int | None"], Awaitable[tuple[dict[str, Any], int]]]
+"""Sends one step's request: (question, step kind, previous response, seed) -> (result, attempts).
+A result holds ``response``, ``finish_reason``, ``completion_tokens`` and ``correct`` (plus any
+scores worth logging), or ``error``."""
+
+
+async def _run_chain(chain: Chain, ask: Ask, config: EvalConfig, log: RequestLog, progress: _Progress) -> None:
     question = chain.question
     while len(chain.iterates) <= config.steps:
         step = len(chain.iterates)
         kind = step_kind(config, question.question_id, chain.sample, step)
         previous = chain.iterates[-1]["response"] if chain.iterates else ""
-        messages = prompts.step_messages(kind, question.question, previous)
         seed = request_seed(config.seed, question.question_id, chain.sample, step) if config.request_seeds else None
-        result, attempts = await _complete(client, config, semaphore, messages, seed)
+        result, attempts = await ask(question, kind, previous, seed)
         record = {"question_id": question.question_id, "sample": chain.sample, "step": step, "kind": kind,
                   "seed": seed, "attempts": attempts, **result}
-        if "error" not in result:
-            record["correct"] = is_correct(result["response"], question.answer)
         log.append(record)
         chain.apply(record, config.steps)
         progress.done(record)
@@ -123,15 +126,30 @@ async def _run_chain(chain: Chain, client: openai.AsyncOpenAI, config: EvalConfi
             return
 
 
-async def run_chains(config: EvalConfig, chains: Sequence[Chain], log: RequestLog, base_url: str) -> None:
-    """Advance every unfinished chain to step K (or an error), ``concurrency`` requests at a time."""
+async def advance(config: EvalConfig, chains: Sequence[Chain], log: RequestLog, ask: Ask) -> None:
+    """Advance every unfinished chain to step K (or an error), each request sent by ``ask``."""
     pending = [chain for chain in chains if chain.status(config.steps) != "done"]
-    api_key = os.environ.get(config.api_key_var) or DEFAULT_API_KEY
     progress = _Progress(chains, config)
+    try:
+        await asyncio.gather(*(_run_chain(chain, ask, config, log, progress) for chain in pending))
+    finally:
+        progress.close()
+
+
+async def run_chains(config: EvalConfig, chains: Sequence[Chain], log: RequestLog, base_url: str) -> None:
+    """GSM8K: advance every unfinished chain to step K (or an error), ``concurrency`` requests at a
+    time, each response checked against the gold number."""
+    api_key = os.environ.get(config.api_key_var) or DEFAULT_API_KEY
     semaphore = asyncio.Semaphore(config.concurrency)
     async with openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0,
                                   timeout=config.timeout_s) as client:
-        try:
-            await asyncio.gather(*(_run_chain(c, client, config, semaphore, log, progress) for c in pending))
-        finally:
-            progress.close()
+
+        async def ask(question: Question, kind: StepKind, previous: str,
+                      seed: int | None) -> tuple[dict[str, Any], int]:
+            messages = prompts.step_messages(kind, question.question, previous)
+            result, attempts = await _complete(client, config, semaphore, messages, seed)
+            if "error" not in result:
+                result["correct"] = is_correct(result["response"], question.answer)
+            return result, attempts
+
+        await advance(config, chains, log, ask)
