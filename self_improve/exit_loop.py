@@ -202,13 +202,47 @@ class ExitLoop:
             store = ExitBuffer(config.buffer_size, config.kappa, config.seed, config.stores_responses)
             if config.buffer_path is not None:
                 checkpoint = BufferFile(config.buffer_path)
-                checkpoint.resume(store)
         diversity = None
         if config.diversity_bonus:
             from self_improve.scoring.diversity import DiversityBonus
 
             diversity = DiversityBonus(config.embedding_model, config.diversity_min_range, config.diversity_mode)
-        return cls(config, store, diversity, checkpoint)
+        loop = cls(config, store, diversity, checkpoint)
+        if checkpoint is not None:
+            checkpoint.resume(loop)
+        return loop
+
+    def state_dict(self) -> dict[str, Any]:
+        """The store's ``state_dict`` with the loop's own generators under ``loop`` (selection and
+        divergence coins, request seeds), taken in one consistent moment: restored by
+        ``load_state_dict``, a run draws the same plans and seeds as one never interrupted."""
+        with self._store_lock, self._rng_lock:
+            return {**self.store.state_dict(), "loop": self._generators()}
+
+    def _generators(self) -> dict[str, Any]:
+        """The loop's generator states (call it holding ``_rng_lock``)."""
+        return {"select_rng": self._select_rng.bit_generator.state,
+                "request_seed_rng": self._request_seed_rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a ``state_dict`` (or a bare store state saved before the loop's generators were
+        checkpointed: they then start from ``seed``); ``ValueError`` naming what does not fit."""
+        saved = state.get("loop") if isinstance(state, dict) else None
+        generators = {}
+        if saved is not None:
+            if not isinstance(saved, dict):
+                raise ValueError(f"loop: must be a JSON object, got {type(saved).__name__}")
+            for name in ("select_rng", "request_seed_rng"):
+                generator = np.random.default_rng()
+                try:
+                    generator.bit_generator.state = saved[name]
+                except (TypeError, ValueError, KeyError) as error:
+                    raise ValueError(f"loop.{name}: not a numpy PCG64 generator state ({error})") from None
+                generators[name] = generator
+        with self._store_lock, self._rng_lock:
+            self.store.load_state_dict(state)
+            if generators:
+                self._select_rng, self._request_seed_rng = generators["select_rng"], generators["request_seed_rng"]
 
     def request_seed(self) -> int:
         """A fresh per-request seed (``request_seeds``)."""
@@ -260,7 +294,8 @@ class ExitLoop:
             if self.diversity is not None:
                 buffer_metrics["buffer_diversity"] = self.diversity.buffer_diversity(self._instances())
             if observed and self.checkpoint is not None:
-                state = self.store.state_dict()
+                with self._rng_lock:
+                    state = {**self.store.state_dict(), "loop": self._generators()}
         if state is not None:
             self.checkpoint.save(state)  # type: ignore[union-attr]
         step_metrics = {**plan.metrics(), "learnability": group.learnability, **buffer_metrics}

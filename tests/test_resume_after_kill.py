@@ -109,7 +109,7 @@ def test_restart_with_the_same_buffer_path_restores_the_saved_buffer(killed_run:
 
     env = vf.load_environment("self-improve", **env_args(killed_run))
 
-    assert json.loads(json.dumps(env.buffer.state_dict())) == saved
+    assert json.loads(json.dumps(env.loop.state_dict())) == saved
 
 
 def test_resumed_run_continues_the_step_count_and_instance_ids(

@@ -71,8 +71,9 @@ class BufferFile:
         for stale in lock_path.parent.glob(f".{Path(key).name}.*.tmp"):
             stale.unlink(missing_ok=True)
 
-    def resume(self, store: BufferStore) -> bool:
-        """Load the saved state into ``store`` if the file exists; ``ValueError`` naming the file if it is bad."""
+    def resume(self, store: BufferStore | Any) -> bool:
+        """Load the saved state into ``store`` (a store, or an ``ExitLoop``, which also restores its
+        generators) if the file exists; ``ValueError`` naming the file if it is bad."""
         if not os.path.exists(self.path):
             return False
         state = read_state(self.path)
@@ -80,8 +81,9 @@ class BufferFile:
             store.load_state_dict(state)
         except ValueError as error:
             raise ValueError(f"buffer_path: {self.path} cannot be resumed: {error}") from error
-        self._saved_step = store.step
-        logger.info("resumed buffer from %s at step %d with %d instances", self.path, store.step, len(store))
+        self._saved_step = state["step"]
+        logger.info("resumed buffer from %s at step %d with %d instances", self.path, state["step"],
+                    len(state["instances"]))
         return True
 
     def save(self, state: dict[str, Any]) -> None:

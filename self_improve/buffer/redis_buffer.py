@@ -195,10 +195,12 @@ class RedisBuffer:
         return int(self._call(self._client.zcard, self._keys[2]))
 
     def sample(self) -> Instance:
-        """Draw one instance with probability proportional to exp(kappa * S), counting the draw."""
+        """Draw one instance with probability proportional to exp(kappa * S), counting the draw once:
+        a retry after a lost reply carries the draw's id and gets the same instance, uncounted."""
         with self._rng_lock:
             uniform = float(self._rng.random())
-        reply = self._call(self._sample, keys=self._keys,
+        draw = f"{self.prefix}:draw:{uuid.uuid4().hex}"
+        reply = self._call(self._sample, keys=[*self._keys, draw],
                            args=(str(self.capacity), repr(self.kappa), repr(uniform)))
         if reply is None:
             raise ValueError("buffer: cannot sample from an empty buffer")

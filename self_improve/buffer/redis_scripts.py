@@ -191,7 +191,14 @@ group already applied) or ``{'mismatch', field, stored}``. KEYS[12] is the group
 
 SAMPLE = _KEYS + _TREE + """
 -- ARGV: capacity, kappa, u in [0, 1). Draws member i with probability exp(kappa S_i) / sum_j exp(kappa S_j).
+-- KEYS[12] is the draw's id: a retry of a draw already made (its reply lost) returns the same
+-- instance without counting it again.
 if redis.call('ZCARD', scores) == 0 then return false end
+local drawn = redis.call('GET', KEYS[12])
+if drawn and redis.call('HEXISTS', body, drawn) == 1 then
+    return {redis.call('HGET', body, drawn), redis.call('ZSCORE', scores, drawn), redis.call('HGET', scored, drawn),
+            redis.call('HGET', sampled, drawn)}
+end
 local capacity, kappa, u = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local width = tree_width(capacity)
 local total = tonumber(redis.call('HGET', tree, 1))
@@ -223,6 +230,7 @@ else  -- the same walk over the slots in order, with weights relative to the top
     member = members[slot]
 end
 local times = redis.call('HINCRBY', sampled, member, 1)
+redis.call('SET', KEYS[12], member, 'EX', 300)
 return {redis.call('HGET', body, member), redis.call('ZSCORE', scores, member), redis.call('HGET', scored, member),
         times}
 """
