@@ -108,20 +108,6 @@ def test_papers_sizes_remain_reachable() -> None:
     assert (config.buffer_size, config.min_buffer_size) == (512, 128)
 
 
-def test_the_readme_argument_table_is_the_one_generated_from_the_config_fields() -> None:
-    readme = (REPO / "README.md").read_text()
-    assert exit_config.arguments_table() in readme, (
-        "README's Environment Arguments table differs from ExitConfig: paste the output of "
-        "python -c 'from self_improve import exit_config; print(exit_config.arguments_table())'")
-
-
-def test_every_config_field_has_a_one_line_doc_and_a_default() -> None:
-    docs = exit_config.field_docs()
-    for field in dataclasses.fields(exit_config.ExitConfig):
-        assert field.default is not dataclasses.MISSING, field.name
-        assert docs.get(field.name) and "\n" not in docs[field.name], f"{field.name} has no one-line doc"
-
-
 def test_load_environment_signature_is_the_config_fields() -> None:
     parameters = inspect.signature(load_environment).parameters
     assert [(p.name, p.default) for p in parameters.values()] == [
