@@ -110,3 +110,17 @@ def test_bad_arguments_are_named() -> None:
         ExitTaskSampler(tasks(), strategy="exit")
     with pytest.raises(ValueError, match="at least one task"):
         ExitTaskSampler([])
+
+
+def test_a_resumed_sampler_draws_the_tasks_the_uninterrupted_one_draws_next() -> None:
+    """As prime-rl's test_curriculum checks its samplers: checkpoint, draw on, restore, draw the
+    same keys. With ``strategy="grpo"`` every draw is the dataset's; which buffer instance a warm
+    ExIt sampler picks also depends on the loop's random generators (issue 29, item 3)."""
+    pool = tasks(4)
+    sampler = ExitTaskSampler(pool, strategy="grpo")
+    play(sampler, 6)  # wraps past the end of the four tasks
+    state = sampler.state_dict()
+    expected = [next(sampler).key for _ in range(5)]
+    restored = ExitTaskSampler(pool, strategy="grpo")
+    restored.load_state_dict(state)
+    assert [next(restored).key for _ in range(5)] == expected == [pool[(6 + i) % 4].key for i in range(5)]
