@@ -16,7 +16,7 @@ command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y
 CMAKE_ARGS="$(python3 self_improve/local/build.py)" LLAMA_CPP_BUILD_JOBS="$(nproc)" \
     .venv/bin/python -m pip install -q torch==2.13.0 -e '.[classic,test,local,diversity]'
 .venv/bin/ruff check .
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest "$@"  # tests/unit and tests/integration (pyproject testpaths)
 
 [ -x .venv-v1/bin/python ] || python3 -m venv .venv-v1
 .venv-v1/bin/python -m pip install -q --upgrade pip

@@ -1,10 +1,12 @@
-"""Shared fixtures: the scripted OpenAI-compatible server, a ``vf-eval`` runner, and a
-buffer file held by another process."""
+"""Shared fixtures: the scripted OpenAI-compatible server, a ``vf-eval`` runner, a
+buffer file held by another process, and the rule of ``tests/unit/``: a unit test
+that listens on a socket or starts a subprocess fails (``unit_tests_start_nothing``)."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +19,33 @@ from scripted_server import ScriptedServer
 
 REPO = Path(__file__).resolve().parents[1]
 VF_EVAL = Path(sys.executable).with_name("vf-eval")
+
+
+UNIT = Path(__file__).resolve().parent / "unit"
+ALLOWED_IN_UNIT = ("self_improve.scoring import symbolic_pool", "fc-list")
+"""Processes a unit test may start without asking: the reward's own math-verify worker
+(``scoring/symbolic_pool``, the code under test) and matplotlib's font listing."""
+
+
+@pytest.fixture(autouse=True)
+def unit_tests_start_nothing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``tests/unit/``, fail a test that starts a server or a subprocess: it belongs in
+    ``tests/integration/``."""
+    if UNIT not in request.node.path.parents:
+        return
+    popen_init = subprocess.Popen.__init__
+
+    def refuse_popen(self, args, *rest, **kwargs):
+        command = " ".join(map(str, args)) if isinstance(args, (list, tuple)) else str(args)
+        if not any(allowed in command for allowed in ALLOWED_IN_UNIT):
+            pytest.fail(f"unit test started a subprocess ({command[:100]}): move it to tests/integration/")
+        popen_init(self, args, *rest, **kwargs)
+
+    def refuse_listen(self, *rest):
+        pytest.fail(f"unit test listens on {self.getsockname()}: move it to tests/integration/")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse_popen)
+    monkeypatch.setattr(socket.socket, "listen", refuse_listen)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from test_classic_host import client_for, group_inputs, small_env
 
 from conftest import REPO, run_vf_eval
 from scripted_server import ScriptedServer, cycle_policy
@@ -33,7 +34,8 @@ from self_improve.scoring.diversity import (
     mean_pairwise_cosine_distance,
     shaped_returns,
 )
-from test_exit_hook import client_for, group_inputs, small_env
+
+pytestmark = pytest.mark.vf_eval  # the real parts this file's tests start (pyproject's markers)
 
 G = 4
 FORMAT_WEIGHT = 0.1  # load_environment's default format_weight

@@ -26,7 +26,9 @@ from self_improve.buffer.store import BufferStore, StoreUnavailable
 from self_improve.exit_config import ExitConfig
 from self_improve.exit_loop import ExitLoop
 from self_improve.grouping import Group, Task
-from test_exit_buffer import operations, replay
+from unit.test_exit_buffer import operations, replay
+
+pytestmark = pytest.mark.redis  # the real parts this file's tests start (pyproject's markers)
 
 TASK = Task("train-1", "What is 2+3?", "5")
 STORES = ("file", "redis")

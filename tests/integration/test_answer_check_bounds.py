@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from self_improve.scoring.answer_check import CHECK_TIMEOUT_S, CheckResult, check, check_async, is_correct, warm_up
-from test_answer_check import DECORATED_TABLE, GENEROUS_S
+from unit.test_answer_check import DECORATED_TABLE, GENEROUS_S
 
 HARD_BOUND_S = 1.0
 STALLS_MATH_VERIFY = r"(\sqrt{2}+\sqrt{3}+\sqrt{5}+\sqrt{7})^{99}"

@@ -22,7 +22,7 @@ from self_improve.simulation import (
     summarize,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FAST = SimulationSettings(rollouts=8_000)
 SEEDS = (0, 1)
 

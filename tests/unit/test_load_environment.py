@@ -7,9 +7,6 @@ import gzip
 import inspect
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +16,7 @@ from self_improve import exit_config, gsm8k_data, load_environment
 from self_improve.exit_config import PRESETS
 from self_improve.hosts.classic import ExitEnv
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_default_environment_is_a_single_turn_env_over_bundled_gsm8k() -> None:
@@ -109,36 +106,6 @@ def test_full_exit_shapes_rewards_by_default_so_prime_rl_receives_the_bonus() ->
 def test_papers_sizes_remain_reachable() -> None:
     config = load_environment(buffer_size=512, min_buffer_size=128, num_eval_examples=1, num_train_examples=1).config
     assert (config.buffer_size, config.min_buffer_size) == (512, 128)
-
-
-def test_the_readme_argument_table_is_the_one_generated_from_the_config_fields() -> None:
-    readme = (REPO / "README.md").read_text()
-    assert exit_config.arguments_table() in readme, (
-        "README's Environment Arguments table differs from ExitConfig: paste the output of "
-        "python -c 'from self_improve import exit_config; print(exit_config.arguments_table())'")
-
-
-def test_every_config_field_has_a_one_line_doc_and_a_default() -> None:
-    docs = exit_config.field_docs()
-    for field in dataclasses.fields(exit_config.ExitConfig):
-        assert field.default is not dataclasses.MISSING, field.name
-        assert docs.get(field.name) and "\n" not in docs[field.name], f"{field.name} has no one-line doc"
-
-
-def test_the_table_and_validation_work_where_only_bytecode_is_installed(tmp_path) -> None:
-    package = tmp_path / "self_improve"
-    package.mkdir()
-    for name in ("__init__.py", "checks.py", "exit_config.py"):
-        (package / name).write_text((REPO / "self_improve" / name).read_text())
-    subprocess.run([sys.executable, "-m", "compileall", "-q", "-b", str(package)], check=True)
-    for source in package.glob("*.py"):
-        source.unlink()
-    probe = ("from self_improve import exit_config as e\n"
-             "try:\n    e.resolve_config({'kappa': -1})\nexcept ValueError as error:\n    print(error)\n"
-             "print(e.arguments_table())")
-    shown = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True,
-                           env={**os.environ, "PYTHONPATH": str(tmp_path)}).stdout
-    assert shown == f"kappa: must be a number in [0.0, inf), got -1\n{exit_config.arguments_table()}\n"
 
 
 def test_load_environment_signature_is_the_config_fields() -> None:

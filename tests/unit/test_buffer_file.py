@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_exit_buffer import base_group
 
-from conftest import HeldFile
 from self_improve.buffer.checkpoint import BufferFile, read_state
 from self_improve.buffer.exit_buffer import ExitBuffer
-from test_exit_buffer import base_group
 
 Edit = Callable[[dict[str, Any]], Any]
 
@@ -52,14 +51,6 @@ def test_corrupt_buffer_file_raises_naming_the_path(tmp_path: Path) -> None:
     target.write_text('{"version": 1, "instan')
     with pytest.raises(ValueError, match="buffer.json"):
         read_state(target)
-
-
-def test_a_second_process_cannot_write_the_same_buffer_file_until_the_first_dies(
-        held_buffer_file: HeldFile) -> None:
-    with pytest.raises(ValueError, match="buffer_path: .*another process"):
-        BufferFile(str(held_buffer_file.path)).claim()
-    held_buffer_file.release()
-    BufferFile(str(held_buffer_file.path)).claim()
 
 
 def test_claiming_removes_temporary_files_a_killed_writer_left(tmp_path: Path) -> None:

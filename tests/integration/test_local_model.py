@@ -27,7 +27,7 @@ from self_improve.local import cli as local_model
 from self_improve.local.cli import LocalModelError, LocalServer
 from self_improve.local.server import engine_binary
 
-STANDIN = Path(__file__).resolve().parent / "standin_engine.py"
+STANDIN = Path(__file__).resolve().parents[1] / "standin_engine.py"
 CONSOLE_SCRIPT = Path(sys.executable).with_name("self-improve-local")
 
 
@@ -176,6 +176,7 @@ def test_main_without_a_model_name_for_an_endpoint_is_a_usage_error(capsys: pyte
 
 
 @pytest.mark.slow
+@pytest.mark.llama_server
 def test_real_server_returns_a_real_completion(tmp_path: Path) -> None:
     with LocalServer(local_model.ensure_model(), n_ctx=1024, log_path=tmp_path / "server.log") as server:
         client = OpenAI(base_url=server.base_url, api_key="local")
@@ -188,6 +189,7 @@ def test_real_server_returns_a_real_completion(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.llama_server
 def test_interrupt_inside_the_block_stops_the_server_by_its_pid(tmp_path: Path) -> None:
     server = LocalServer(local_model.ensure_model(), n_ctx=512, log_path=tmp_path / "server.log")
     with pytest.raises(KeyboardInterrupt), server:

@@ -9,12 +9,14 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from test_classic_host import client_for, group_inputs
 
 from conftest import HeldFile, run_vf_eval, vf_eval
 from scripted_server import ChatRequest, ScriptedServer
 from self_improve import load_environment
 from self_improve.buffer.checkpoint import read_state
-from test_exit_hook import client_for, group_inputs
+
+pytestmark = pytest.mark.vf_eval  # the real parts this file's tests start (pyproject's markers)
 
 FAULTS = ("hang", "blank", "null")
 

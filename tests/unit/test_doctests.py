@@ -21,7 +21,7 @@ def test_the_usage_example_in_the_module_docstring_runs(name: str) -> None:
 def test_every_module_with_an_example_is_listed() -> None:
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     with_examples = {".".join(path.relative_to(root).with_suffix("").parts)
                      for path in (root / "self_improve").rglob("*.py") if ">>> " in path.read_text()}
     assert with_examples == set(MODULES)

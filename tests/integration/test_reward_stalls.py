@@ -7,8 +7,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import run_vf_eval
 from scripted_server import ScriptedServer, cycle_policy
+
+pytestmark = pytest.mark.vf_eval  # the real parts this file's tests start (pyproject's markers)
 
 ARGS = ("-n", "5", "-r", "4", "-c", "20")
 

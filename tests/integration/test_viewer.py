@@ -31,6 +31,8 @@ from self_improve.grouping import Task
 from self_improve.viewer import cli, lineage, simulated, snapshot
 from self_improve.viewer.config import ViewerConfig
 
+pytestmark = [pytest.mark.redis, pytest.mark.vf_eval]  # the real parts this file's tests start (pyproject's markers)
+
 COMMAND = Path(sys.executable).with_name("self-improve-buffer")
 PATTERN = ("correct", "wrong", "unboxed", "wrong", "correct", "wrong", "long")
 ENV_ARGS = {"min_buffer_size": 4, "select_prob": 0.8}

@@ -15,6 +15,8 @@ from redis_fixture import PASSWORD_VAR, files_holding, fresh_prefix, own_server 
 from scripted_server import ScriptedServer, cycle_policy
 from self_improve.buffer.redis_buffer import RedisBuffer
 
+pytestmark = [pytest.mark.redis, pytest.mark.vf_eval]  # the real parts this file's tests start (pyproject's markers)
+
 G = 4
 
 

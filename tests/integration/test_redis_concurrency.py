@@ -20,7 +20,9 @@ from self_improve.buffer.redis_buffer import RedisBuffer
 from self_improve.buffer.store import StoreUnavailable
 from self_improve.grouping import Task
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.redis  # the real parts this file's tests start (pyproject's markers)
+
+REPO = Path(__file__).resolve().parents[2]
 WORKERS = 4
 GROUPS_PER_WORKER = 100
 CAPACITY = 24
@@ -73,7 +75,8 @@ def test_a_worker_killed_mid_update_leaves_a_consistent_store(redis_server) -> N
     prefix = fresh_prefix()
     code = ("import sys; from test_redis_concurrency import hammer; print('ready', flush=True); "
             f"hammer({redis_server.url!r}, {prefix!r}, 0, 10 ** 9)")
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"), *sys.path])}
+    here = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "integration")]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([*here, *sys.path])}
     worker = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=environment)
     try:
         assert worker.stdout.readline().strip() == "ready"

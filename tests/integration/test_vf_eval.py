@@ -15,8 +15,10 @@ from conftest import run_vf_eval
 from scripted_server import ScriptedServer, cycle_policy
 from self_improve.buffer.checkpoint import read_state
 
+pytestmark = pytest.mark.vf_eval  # the real parts this file's tests start (pyproject's markers)
+
 # Empty answers are verifiers' EmptyModelResponseError (retried, then recorded as an error): see
-# test_exit_hook.py::test_empty_response_is_recorded_as_an_error_and_leaves_the_buffer_untouched.
+# test_classic_host.py::test_empty_response_is_recorded_as_an_error_and_leaves_the_buffer_untouched.
 PATTERN = ("correct", "wrong", "unboxed", "long", "correct", "wrong", "unboxed")
 EXPECTED_METRICS = {"correct_answer", "format_reward", "solved", "group_accuracy", "from_buffer", "improve_step",
                     "diverge_step", "depth", "prev_correct", "learnability", "buffer_step", "buffer_size",

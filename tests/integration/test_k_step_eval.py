@@ -27,7 +27,7 @@ from scripted_server import ChatRequest, ScriptedServer
 from self_improve import atomic_io, gsm8k_data, prompts
 from self_improve.kstep import cli as ke
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONSOLE_SCRIPT = Path(sys.executable).with_name("self-improve-kstep")
 LETTERS = {"C": "correct", "W": "wrong", "U": "unboxed", "E": "error"}
 

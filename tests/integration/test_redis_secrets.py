@@ -32,6 +32,8 @@ from self_improve.exit_config import ExitConfig
 from self_improve.exit_loop import ExitLoop
 from self_improve.grouping import Group, Task
 
+pytestmark = [pytest.mark.redis, pytest.mark.vf_eval]  # the real parts this file's tests start (pyproject's markers)
+
 PASSWORD = "pw-" + "k7Qz9vXe2LmR4tYw"
 """Long and unlike anything else a run prints, so finding it anywhere means it leaked."""
 
