@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import statistics
@@ -40,7 +41,8 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,9 @@ G: int = 8
 
 SIZES: tuple[int, ...] = (512, 10_000, 100_000)
 """Buffer capacities of section 3."""
+
+IN_PROCESS_PAIRS: int = 6
+"""Section 2: interleaved pairs of timed runs, the order swapped each pair."""
 
 RESPONSE_CHARS: int = 4_000
 """About 1,000 tokens of English text, the response length of section 4."""
@@ -236,6 +241,25 @@ def per_op_us(operation: Callable[[], object], min_ops: int = 20, budget_s: floa
     return statistics.median(samples) * 1e6
 
 
+@contextmanager
+def worker_gc() -> Iterator[None]:
+    """The garbage collector as vf-eval's env worker sets it (verifiers ``serve/server/env_worker.py``:
+    ``gc.collect(); gc.freeze(); gc.set_threshold(150_000, 10, 10)``), restored afterwards.
+
+    With the default thresholds a full collection of this process's heap (both environments' datasets,
+    verifiers, the scripted server's log) takes about 250 ms and comes every 100-200 groups: it lands in
+    one environment's timing or the other's, which made this section bimodal."""
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(150_000, 10, 10)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
 def timed(record: list[float], function: Callable[..., Any]) -> Callable[..., Any]:
     """``function``, appending the wall time of each call to ``record``: instruments the
     buffer calls the real hook makes, on the buffer state the run really produces."""
@@ -266,16 +290,24 @@ def bench_in_process(args: argparse.Namespace) -> list[str]:
     concurrency = max(1, args.max_concurrent // args.rollouts_per_example)
     client = instant_client()
     timings: dict[str, list[float]] = {"a": [], "b": []}
-    per_rep = max(1, args.groups // 3)
+    cpu_times: dict[str, list[float]] = {"a": [], "b": []}
+    per_rep = max(1, args.groups // IN_PROCESS_PAIRS)
+    envs = {"a": plain, "b": exit_env}
 
     async def interleaved() -> None:
-        for _ in range(3):
-            timings["a"].append(await seconds_per_group(plain, client, per_rep, concurrency))
-            timings["b"].append(await seconds_per_group(exit_env, client, per_rep, concurrency))
+        for pair in range(IN_PROCESS_PAIRS):
+            for name in ("a", "b") if pair % 2 == 0 else ("b", "a"):  # a b, b a, ...: order favours neither
+                cpu_started = time.process_time()  # the whole process: state_to_output runs in worker threads
+                timings[name].append(await seconds_per_group(envs[name], client, per_rep, concurrency))
+                cpu_times[name].append((time.process_time() - cpu_started) / per_rep)
 
-    asyncio.run(interleaved())
+    with worker_gc():
+        asyncio.run(interleaved())
     a_us, b_us = statistics.median(timings["a"]) * 1e6, statistics.median(timings["b"]) * 1e6
-    in_hook = {f"buffer.{name}() (real calls, mean per group)": sum(record) / (3 * per_rep) * 1e6
+    a_cpu_us, b_cpu_us = statistics.median(cpu_times["a"]) * 1e6, statistics.median(cpu_times["b"]) * 1e6
+    paired_wall = statistics.median(b / a for a, b in zip(timings["a"], timings["b"], strict=True))
+    paired_cpu = statistics.median(b / a for a, b in zip(cpu_times["a"], cpu_times["b"], strict=True))
+    in_hook = {f"buffer.{name}() (real calls, mean per group)": sum(record) / (IN_PROCESS_PAIRS * per_rep) * 1e6
                for name, record in calls.items()}
 
     row = dict(exit_env.eval_dataset[0])
@@ -295,12 +327,15 @@ def bench_in_process(args: argparse.Namespace) -> list[str]:
     with tempfile.TemporaryDirectory() as folder:
         persist_ms = per_op_us(lambda: write_state(buffer.state_dict(), Path(folder) / "buffer.json"), min_ops=5) / 1e3
     return [
-        f"In process: `env.run_group` on {per_rep} test questions x 3 interleaved repetitions per environment, "
-        f"G={G}, {concurrency} groups in flight, the scripted server's answers through an in-process transport:",
+        f"In process: `env.run_group` on {per_rep} test questions x {IN_PROCESS_PAIRS} interleaved pairs "
+        f"(order swapped each pair), G={G}, {concurrency} groups in flight, the scripted server's answers through "
+        "an in-process transport, with the garbage collector set as vf-eval's env worker sets it (`gc.freeze()`, "
+        "threshold 150,000). CPU time is the whole process's (verifiers runs `state_to_output` in worker threads):",
         "",
-        "| | (a) plain GSM8K | (b) self-improve, ExIt on | b/a |",
+        "| | (a) plain GSM8K | (b) self-improve, ExIt on | b/a (median of the paired ratios) |",
         "|---|---|---|---|",
-        f"| us per group (median of 3) | {a_us:,.0f} | {b_us:,.0f} | **{b_us / a_us:.3f}** |",
+        f"| wall us per group (median) | {a_us:,.0f} | {b_us:,.0f} | **{paired_wall:.3f}** |",
+        f"| CPU us per group (median) | {a_cpu_us:,.0f} | {b_cpu_us:,.0f} | **{paired_cpu:.3f}** |",
         "",
         "Where (b) - (a) goes, us per group:",
         "",
@@ -310,7 +345,8 @@ def bench_in_process(args: argparse.Namespace) -> list[str]:
         f"| rubric: {rubric_functions(exit_env)} reward/metric functions vs {rubric_functions(plain)} "
         f"(`env.rubric.score_group`: {rubric_us['b']:,.0f} vs "
         f"{rubric_us['a']:,.0f}) | {rubric_extra:,.0f} | {rubric_extra / a_us:.1%} |",
-        f"| rest (longer prompts and info, more metrics per row, noise) | {rest_us:,.0f} | {rest_us / a_us:.1%} |",
+        "| rest (prompts, info and metrics per row, `state_to_output` in worker threads, noise between runs) "
+        f"| {rest_us:,.0f} | {rest_us / a_us:.1%} |",
         f"| total difference | {b_us - a_us:,.0f} | {(b_us - a_us) / a_us:.1%} |",
         "",
         f"Not in the run above (no `buffer_path`): saving the buffer ({len(buffer)} instances) with "
