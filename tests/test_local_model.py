@@ -25,7 +25,7 @@ from scripted_server import ChatRequest, ScriptedServer
 from self_improve.local import build
 from self_improve.local import cli as local_model
 from self_improve.local.cli import LocalModelError, LocalServer
-from self_improve.local.server import engine_binary
+from self_improve.local.server import ENGINES, engine_library
 
 STANDIN = Path(__file__).resolve().parent / "standin_engine.py"
 CONSOLE_SCRIPT = Path(sys.executable).with_name("self-improve-local")
@@ -304,12 +304,35 @@ def test_more_failed_rollouts_than_the_stated_share_is_a_non_zero_exit(
     assert local_model.main([*argv, "-o", str(tmp_path / "lenient"), "--max-failed-share", "0.5"]) == 0
 
 
-def test_the_installed_engine_holds_no_amx_instruction() -> None:
-    binary = engine_binary()
-    assert build.amx_instruction_count(binary) == 0
-    listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(binary)], capture_output=True,
-                             text=True, check=True).stdout
-    assert "\tvfmadd" in listing  # the count reads real instructions: the same build's FMA
+def _installed_engines() -> dict[str, Path]:
+    found = {}
+    for engine in ENGINES:
+        try:
+            found[engine] = engine_library(engine)
+        except LocalModelError:
+            continue
+    return found
+
+
+def test_every_installed_engine_holds_no_amx_instruction() -> None:
+    installed = _installed_engines()
+    assert "prebuilt" in installed, "the local extra's engine (xllamacpp) must be installed"
+    for engine, library in installed.items():
+        assert build.amx_instruction_count(library) == 0, engine
+        listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(library)], capture_output=True,
+                                 text=True, check=True).stdout
+        assert "\tvfmadd" in listing, engine  # the count reads real instructions: the same build's FMA
+
+
+def test_a_cpu_without_avx2_is_refused_at_start_naming_the_compiled_engine(
+        dummy_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse sse2 ssse3 sse4_1 sse4_2 avx fma f16c\n")
+    monkeypatch.setattr("self_improve.local.cpu.CPUINFO", cpuinfo)
+    server = LocalServer(dummy_model, log_path=tmp_path / "server.log")
+    with pytest.raises(LocalModelError, match="without AVX2.*--engine compiled"):
+        server.start()
+    assert server.pid is None and not (tmp_path / "server.log").exists()
 
 
 def test_a_bad_env_arg_is_a_usage_error_before_any_server_starts(capsys: pytest.CaptureFixture[str]) -> None:
