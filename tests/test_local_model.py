@@ -1,8 +1,9 @@
 """The built-in local model: set-up errors, the flags sent to vf-eval, failing loudly, and a real server.
 
-The error tests start the real ``llama-server`` (installed by the ``local`` extra);
-the tests of a server that dies at its first answer or mid-run use
-``standin_engine.py``, which takes llama-server's command line and dies on demand.
+The error tests start the real default engine (the prebuilt ``xllamacpp`` server, run as
+``python -m self_improve.local.xserver``, installed by the ``local`` extra); the tests of a
+server that dies at its first answer or mid-run use ``standin_engine.py``, which takes the
+engines' common command line and dies on demand.
 Only the tests that load the 1.1 GB model are ``slow``.
 """
 
@@ -166,6 +167,13 @@ def test_main_against_an_endpoint_prints_averages_of_the_saved_answers(
     assert f"solved {served_solved:.3f}" in " ".join(printed.split())
     assert f"saved results: {results}" in printed
     assert "groups by step: base 3, improve 0, diverge 0" in printed
+
+
+def test_an_unknown_engine_is_a_usage_error_naming_the_engines(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        local_model.parse_args(["--engine", "turbo"])
+    assert raised.value.code == 2
+    assert "engine (--engine): must be one of prebuilt, compiled, got 'turbo'" in capsys.readouterr().err
 
 
 def test_main_without_a_model_name_for_an_endpoint_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
