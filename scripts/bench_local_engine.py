@@ -8,10 +8,10 @@ For each installed engine it measures, engines alternating, ``--reps`` batches e
   of the batch, GSM8K test questions, ``--max-tokens`` tokens with ``ignore_eos``, temperature 0.7;
 * prompt throughput: prompt tokens per second of a fresh group prompt, from the server's timings;
 * with ``--main-job``, ``self-improve-local --engine E`` (its defaults unless ``--main-job-args``):
-  wall time, and where it went, read from the server log: start-up (until the server answered),
-  prompt work, and decoding split into "at full batch" (completion tokens over the engine's
-  8-concurrent rate) and the rest (tails: fewer busy slots than the batch holds, and vf-eval's
-  own time).
+  wall time, and where it went (an estimate from the server log's token counts): start-up
+  (until the server answered), prompts (evaluated prompt tokens over the prompt rate), decoding
+  at full batch (completion tokens over the engine's 8-concurrent rate) and the rest (tails:
+  fewer busy slots than the batch holds, and vf-eval's own time).
 
 It also counts AMX instructions in each engine's machine code (``objdump``; must be 0). An
 engine that is not installed is named with its install command and left out; with none, exit 2.
@@ -91,19 +91,25 @@ def prompt_rate(server: LocalServer, question: str, salt: int) -> float:
 
 
 def log_timings(log: Path) -> dict[str, float]:
-    """Prompt and decode seconds and tokens summed over the server log's per-request timings."""
-    sums = {"prompt_s": 0.0, "prompt_tokens": 0.0, "decode_tokens": 0.0}
-    for kind, ms, tokens in TIMING.findall(log.read_text(errors="replace")):
+    """Prompt tokens (evaluated, not cached) and decoded tokens summed over the server log's per-request timings."""
+    sums = {"prompt_tokens": 0.0, "decode_tokens": 0.0}
+    for kind, _ms, tokens in TIMING.findall(log.read_text(errors="replace")):
         if kind == "prompt eval":
-            sums["prompt_s"] += float(ms) / 1000
             sums["prompt_tokens"] += int(tokens)
         else:
             sums["decode_tokens"] += int(tokens)
     return sums
 
 
-def main_job(engine: str, output: Path, extra: list[str], full_batch_rate: float) -> dict[str, float]:
-    """``self-improve-local --engine ENGINE`` timed, with where its time went (failing runs raise)."""
+def main_job(engine: str, output: Path, extra: list[str], full_batch_rate: float,
+             prompt_per_s: float) -> dict[str, float]:
+    """``self-improve-local --engine ENGINE`` timed, with where its time went (failing runs raise).
+
+    The split is an estimate: prompts at the engine's measured prompt rate, decoding at its
+    measured 8-concurrent rate, and the rest of the wall time (tails with fewer busy slots,
+    vf-eval's own work) after start-up. Per-request timings in the log overlap when requests
+    share a batch, so they are not summed as seconds.
+    """
     command = [str(Path(sys.executable).with_name("self-improve-local")), "--engine", engine,
                "-o", str(output), *extra]
     started = time.perf_counter()
@@ -119,10 +125,11 @@ def main_job(engine: str, output: Path, extra: list[str], full_batch_rate: float
     wall = time.perf_counter() - started
     sums = log_timings(output / "server.log")
     at_full_batch = sums["decode_tokens"] / full_batch_rate
-    return {"wall_s": wall, "startup_s": ready_s or 0.0, "prompt_s": sums["prompt_s"],
+    prompt_s = sums["prompt_tokens"] / prompt_per_s
+    return {"wall_s": wall, "startup_s": ready_s or 0.0, "prompt_s": prompt_s,
             "prompt_tokens": sums["prompt_tokens"], "completion_tokens": sums["decode_tokens"],
             "decode_at_full_batch_s": at_full_batch,
-            "tails_and_rest_s": wall - (ready_s or 0.0) - sums["prompt_s"] - at_full_batch}
+            "tails_and_rest_s": wall - (ready_s or 0.0) - prompt_s - at_full_batch}
 
 
 def main() -> None:
@@ -157,12 +164,14 @@ def main() -> None:
                         print(f"rep {rep} {name:<9} {concurrent} request(s): {rate:6.1f} tok/s", flush=True)
     results["tokens_per_s"] = {n: {str(c): statistics.median(v) for c, v in by.items()} for n, by in rates.items()}
     results["tokens_per_s_runs"] = {n: {str(c): v for c, v in by.items()} for n, by in rates.items()}
-    results["prompt_tokens_per_s"] = {n: statistics.median(v) for n, v in prompt_rates.items()}
+    prompt_per_s = {n: statistics.median(v) for n, v in prompt_rates.items()}
+    results["prompt_tokens_per_s"] = prompt_per_s
     if args.main_job:
         extra = shlex.split(args.main_job_args)
         results["main_job_args"] = args.main_job_args
         results["main_job"] = {name: main_job(name, REPO / "outputs" / "bench-local-engine" / name, extra,
-                                              statistics.median(rates[name][max(CONCURRENCY)]))
+                                              statistics.median(rates[name][max(CONCURRENCY)]),
+                                              prompt_per_s[name])
                                for name in engines}
     print(json.dumps(results, indent=2))
     if args.json:
