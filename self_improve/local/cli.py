@@ -31,9 +31,11 @@ from self_improve import cli_args, sampling
 from self_improve.cli_args import option
 from self_improve.exit_config import resolve_config
 from self_improve.local.server import (
+    DEFAULT_ENGINE,
     DEFAULT_N_CTX,
     DEFAULT_PARALLEL,
     DEFAULT_STARTUP_TIMEOUT_S,
+    ENGINES,
     LocalModelError,
     LocalServer,
     raise_on_sigterm,
@@ -69,7 +71,8 @@ class LocalRunConfig:
     api_key_var: str | None = option(None, "environment variable holding the API key (OPENAI_API_KEY with -b)", "-k")
     num_examples: int = option(8, "questions", "-n")
     rollouts_per_example: int = option(4, "rollouts per group", "-r")
-    max_concurrent: int = option(4, "requests in flight (4: one group at a time)", "-c")
+    max_concurrent: int = option(8, "requests in flight (8: two groups of 4 at a time, so the batch stays full "
+                                    "through a group's last answer)", "-c")
     max_tokens: int = option(sampling.MAX_TOKENS, "max tokens per response", "-t")
     temperature: float = option(sampling.TEMPERATURE, "sampling temperature", "-T")
     sampling_args: dict[str, Any] | None = option(None, "sampling arguments as JSON, as in vf-eval", "-S")
@@ -82,12 +85,15 @@ class LocalRunConfig:
     threads: int | None = option(None, "generation threads (default all cores)", group=SERVER_FLAGS)
     n_ctx: int = option(DEFAULT_N_CTX, "context length per slot", group=SERVER_FLAGS)
     parallel: int = option(DEFAULT_PARALLEL, "requests decoded together (continuous batching)", group=SERVER_FLAGS)
+    engine: str = option(DEFAULT_ENGINE, f"{' or '.join(ENGINES)}: the xllamacpp wheel (local extra), or "
+                                         "llama-server compiled on this machine (local-compiled extra; faster)",
+                         group=SERVER_FLAGS)
     startup_timeout_s: float = option(DEFAULT_STARTUP_TIMEOUT_S, "seconds to wait for the server",
                                       "--startup-timeout", group=SERVER_FLAGS)
     cache_dir: Path | None = option(None, f"where the model file is kept (default ${CACHE_ENV} or "
                                           "~/.cache/self-improve)", group=SERVER_FLAGS)
     model_file: Path | None = option(None, "a GGUF to serve instead of the built-in model", group=SERVER_FLAGS)
-    server_binary: Path | None = option(None, "llama-server executable (default the installed engine's)",
+    server_binary: Path | None = option(None, "a llama-server executable to run instead of --engine's",
                                         group=SERVER_FLAGS)
 
     def __post_init__(self) -> None:
@@ -96,6 +102,8 @@ class LocalRunConfig:
         for name in ("num_examples", "rollouts_per_example", "max_concurrent", "max_tokens", "parallel"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine: must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if not 0.0 <= self.max_failed_share <= 1.0:
             raise ValueError(f"max_failed_share: must be in [0, 1], got {self.max_failed_share}")
         resolve_config(dict(self.env_args))  # a bad env arg (a password in buffer_url too) stops here, not in vf-eval
@@ -257,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             server = LocalServer(config.model_file or ensure_model(config.cache_dir), port=config.port,
                                  log_path=config.output_dir / "server.log", n_ctx=config.n_ctx,
                                  threads=config.threads, startup_timeout_s=config.startup_timeout_s,
-                                 parallel=config.parallel, binary=config.server_binary)
+                                 parallel=config.parallel, binary=config.server_binary, engine=config.engine)
             log(f"starting the model server; its log: {server.log_path}")
             with server:
                 log(f"server pid {server.pid} answered at {server.base_url}")

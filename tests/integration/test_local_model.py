@@ -1,8 +1,9 @@
 """The built-in local model: set-up errors, the flags sent to vf-eval, failing loudly, and a real server.
 
-The error tests start the real ``llama-server`` (installed by the ``local`` extra);
-the tests of a server that dies at its first answer or mid-run use
-``standin_engine.py``, which takes llama-server's command line and dies on demand.
+The error tests start the real default engine (the prebuilt ``xllamacpp`` server, run as
+``python -m self_improve.local.xserver``, installed by the ``local`` extra); the tests of a
+server that dies at its first answer or mid-run use ``standin_engine.py``, which takes the
+engines' common command line and dies on demand.
 Only the tests that load the 1.1 GB model are ``slow``.
 """
 
@@ -25,7 +26,7 @@ from scripted_server import ChatRequest, ScriptedServer
 from self_improve.local import build
 from self_improve.local import cli as local_model
 from self_improve.local.cli import LocalModelError, LocalServer
-from self_improve.local.server import engine_binary
+from self_improve.local.server import ENGINES, engine_library
 
 STANDIN = Path(__file__).resolve().parents[1] / "standin_engine.py"
 CONSOLE_SCRIPT = Path(sys.executable).with_name("self-improve-local")
@@ -168,6 +169,13 @@ def test_main_against_an_endpoint_prints_averages_of_the_saved_answers(
     assert "groups by step: base 3, improve 0, diverge 0" in printed
 
 
+def test_an_unknown_engine_is_a_usage_error_naming_the_engines(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        local_model.parse_args(["--engine", "turbo"])
+    assert raised.value.code == 2
+    assert "engine (--engine): must be one of prebuilt, compiled, got 'turbo'" in capsys.readouterr().err
+
+
 def test_main_without_a_model_name_for_an_endpoint_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as raised:
         local_model.main(["-b", "http://127.0.0.1:9/v1"])
@@ -306,12 +314,35 @@ def test_more_failed_rollouts_than_the_stated_share_is_a_non_zero_exit(
     assert local_model.main([*argv, "-o", str(tmp_path / "lenient"), "--max-failed-share", "0.5"]) == 0
 
 
-def test_the_installed_engine_holds_no_amx_instruction() -> None:
-    binary = engine_binary()
-    assert build.amx_instruction_count(binary) == 0
-    listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(binary)], capture_output=True,
-                             text=True, check=True).stdout
-    assert "\tvfmadd" in listing  # the count reads real instructions: the same build's FMA
+def _installed_engines() -> dict[str, Path]:
+    found = {}
+    for engine in ENGINES:
+        try:
+            found[engine] = engine_library(engine)
+        except LocalModelError:
+            continue
+    return found
+
+
+def test_every_installed_engine_holds_no_amx_instruction() -> None:
+    installed = _installed_engines()
+    assert "prebuilt" in installed, "the local extra's engine (xllamacpp) must be installed"
+    for engine, library in installed.items():
+        assert build.amx_instruction_count(library) == 0, engine
+        listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(library)], capture_output=True,
+                                 text=True, check=True).stdout
+        assert "\tvfmadd" in listing, engine  # the count reads real instructions: the same build's FMA
+
+
+def test_a_cpu_without_avx2_is_refused_at_start_naming_the_compiled_engine(
+        dummy_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse sse2 ssse3 sse4_1 sse4_2 avx fma f16c\n")
+    monkeypatch.setattr("self_improve.local.cpu.CPUINFO", cpuinfo)
+    server = LocalServer(dummy_model, log_path=tmp_path / "server.log")
+    with pytest.raises(LocalModelError, match="without AVX2.*--engine compiled"):
+        server.start()
+    assert server.pid is None and not (tmp_path / "server.log").exists()
 
 
 def test_a_bad_env_arg_is_a_usage_error_before_any_server_starts(capsys: pytest.CaptureFixture[str]) -> None:
