@@ -224,7 +224,7 @@ def test_buffer_file_follows_every_observed_group(scripted_server: ScriptedServe
     path = tmp_path / "buffer.json"
     env = small_env(buffer_path=str(path))
     asyncio.run(run_groups(env, scripted_server, [0, 1, 2]))
-    assert read_state(path) == json.loads(json.dumps(env.buffer.state_dict()))
+    assert read_state(path) == json.loads(json.dumps(env.loop.state_dict()))
     assert read_state(path)["step"] == 3
 
 

@@ -184,7 +184,7 @@ def test_bridge_buffer_file_follows_every_group(policy_server: ScriptedServer, t
 
     saved = json.loads(buffer_path.read_text())
     assert saved["step"] == 2
-    assert saved == json.loads(json.dumps(server.env.buffer.state_dict()))
+    assert saved == json.loads(json.dumps(server.env.loop.state_dict()))
 
 
 def test_v060_load_environment_then_run_group_updates_the_buffer(
