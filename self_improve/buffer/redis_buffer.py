@@ -243,13 +243,7 @@ class RedisBuffer:
     def _read(self, *names: str) -> dict[str, dict[str, Any]]:
         """One consistent snapshot of the named keys, each as a dict (a read-only script, so it
         answers while the server's memory is full, which a MULTI/EXEC would not)."""
-        reply = self._call(self._snapshot, keys=[f"{self.prefix}:{name}" for name in names],
-                           args=["z" if name == "scores" else "h" for name in names])
-        snapshot = {}
-        for name, flat in zip(names, reply, strict=True):
-            pairs = zip(flat[::2], flat[1::2], strict=True)
-            snapshot[name] = {field: float(value) for field, value in pairs} if name == "scores" else dict(pairs)
-        return snapshot
+        return self._call(redis_scripts.read_snapshot, self._snapshot, self.prefix, names)
 
     @staticmethod
     def _instance(body: str, score: float, scored: str, times: str | int) -> Instance:

@@ -55,6 +55,7 @@ import hashlib
 import json
 import math
 from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from self_improve.buffer.state import MAX_SCORE, response_key
@@ -284,6 +285,19 @@ end
 return out
 """
 """One consistent snapshot of several keys, each as a flat list of field, value (member, score)."""
+
+
+def read_snapshot(script: Callable[..., list[list[str]]], prefix: str,
+                  names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """One consistent snapshot of the store's keys ``names`` (``KEY_NAMES`` suffixes under ``prefix``), each
+    as a dict (``scores``: member -> float), read by ``script``, ``SNAPSHOT`` as registered on a client."""
+    kinds = ["z" if name == "scores" else "h" for name in names]
+    reply = script(keys=[f"{prefix}:{name}" for name in names], args=kinds)
+    snapshot = {}
+    for name, flat in zip(names, reply, strict=True):
+        pairs = zip(flat[::2], flat[1::2], strict=True)
+        snapshot[name] = {field: float(value) for field, value in pairs} if name == "scores" else dict(pairs)
+    return snapshot
 
 
 def dedupe_key(task_id: str, latest: str) -> str:

@@ -13,6 +13,7 @@ from self_improve.buffer.store import StoreOutOfMemory
 from self_improve.exit_config import ExitConfig
 from self_improve.exit_loop import ExitLoop, GroupReport, Rollout
 from self_improve.grouping import Task
+from self_improve.viewer.snapshot import read_redis
 
 pytestmark = pytest.mark.redis  # the real parts this file's tests start (pyproject's markers)
 
@@ -74,6 +75,7 @@ def test_a_full_server_warns_once_keeps_the_store_whole_and_recovers(own_server,
         client.config_set("maxmemory", client.info("memory")["used_memory"] // 2)
         before = store.state_dict()  # reads still answer (read-only scripts)
         assert store.metrics()["buffer_size"] == 8 * full_from
+        assert len(read_redis(server.url, store.prefix).instances) == 8 * full_from  # and the viewer
         for refused in (lambda: store.observe(reports[-1].group), store.sample, lambda: store.load_state_dict(before)):
             with pytest.raises(StoreOutOfMemory, match="out of memory"):
                 refused()
