@@ -140,7 +140,6 @@ class RedisBuffer:
         self._observe = self._client.register_script(redis_scripts.OBSERVE)
         self._sample = self._client.register_script(redis_scripts.SAMPLE)
         self._metrics = self._client.register_script(redis_scripts.METRICS)
-        self._snapshot = self._client.register_script(redis_scripts.SNAPSHOT)
         try:
             reply = self._configure(keys=self._keys, args=self._config)
         except redis.OutOfMemoryError as error:
@@ -241,9 +240,9 @@ class RedisBuffer:
                            "persistence?); the curriculum starts again from this group", self.prefix, self.url)
 
     def _read(self, *names: str) -> dict[str, dict[str, Any]]:
-        """One consistent snapshot of the named keys, each as a dict (a read-only script, so it
-        answers while the server's memory is full, which a MULTI/EXEC would not)."""
-        return self._call(redis_scripts.read_snapshot, self._snapshot, self.prefix, names)
+        """One consistent snapshot of the named keys, each as a dict (``redis_scripts.read_snapshot``:
+        it answers while the server's memory is full)."""
+        return self._call(redis_scripts.read_snapshot, self._client, self.prefix, names)
 
     @staticmethod
     def _instance(body: str, score: float, scored: str, times: str | int) -> Instance:

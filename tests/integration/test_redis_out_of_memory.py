@@ -72,8 +72,10 @@ def test_a_full_server_warns_once_keeps_the_store_whole_and_recovers(own_server,
         assert len(store) == 8 * full_from
         # Over the limit even at rest: every write script is refused before it runs, and a MULTI/EXEC
         # (load_state_dict) as a whole; the store is left exactly as it was.
+        through_multi = store.state_dict()
         client.config_set("maxmemory", client.info("memory")["used_memory"] // 2)
-        before = store.state_dict()  # reads still answer (read-only scripts)
+        before = store.state_dict()  # reads still answer (a read-only script instead of MULTI/EXEC)
+        assert before == through_multi
         assert store.metrics()["buffer_size"] == 8 * full_from
         assert len(read_redis(server.url, store.prefix).instances) == 8 * full_from  # and the viewer
         for refused in (lambda: store.observe(reports[-1].group), store.sample, lambda: store.load_state_dict(before)):
