@@ -265,8 +265,7 @@ class ExitLoop:
         except StoreUnavailable as error:
             self._warn_outage(error)
             return GroupPlan("base", task)
-        self._outage = False
-        return plan
+        return plan  # only an observed group ends an outage: a full store may still take a small draw
 
     def finish(self, plan: GroupPlan, rollouts: Sequence[Rollout], max_return: float = 1.0) -> GroupReport:
         """Lines 9-13 for one finished group: S scores the parent and the responses enter the buffer,
@@ -352,7 +351,9 @@ class ExitLoop:
             return []
 
     def _warn_outage(self, error: StoreUnavailable) -> None:
-        """One warning per outage: groups go on without buffer updates until the store answers."""
+        """One warning per outage (unreachable, or out of memory: ``StoreOutOfMemory``): groups go
+        on without buffer updates until the store takes a group again."""
         if not self._outage:
-            logger.warning("buffer store unavailable, going on without buffer updates until it answers: %s", error)
+            logger.warning("buffer store unavailable, going on without buffer updates until it takes them "
+                           "again: %s", error)
         self._outage = True

@@ -49,7 +49,7 @@ from self_improve.buffer import redis_scripts
 from self_improve.buffer.redis_auth import check_buffer_url, read_password, redact  # noqa: F401 (redact: re-exported)
 from self_improve.buffer.redis_scripts import dedupe_key
 from self_improve.buffer.state import STATE_VERSION, check_state
-from self_improve.buffer.store import StoreUnavailable, buffer_metrics, check_sizes
+from self_improve.buffer.store import StoreOutOfMemory, StoreUnavailable, buffer_metrics, check_sizes
 from self_improve.grouping import Group, Instance, Task
 
 logger = logging.getLogger(__name__)
@@ -142,6 +142,8 @@ class RedisBuffer:
         self._metrics = self._client.register_script(redis_scripts.METRICS)
         try:
             reply = self._configure(keys=self._keys, args=self._config)
+        except redis.OutOfMemoryError as error:
+            raise ValueError(self._out_of_memory(error)) from None
         except redis.RedisError as error:
             raise ValueError(f"buffer_url: cannot reach {self.url} ({self._scrub(error)})") from None
         self._check_config(reply)
@@ -157,14 +159,23 @@ class RedisBuffer:
         text = str(error)
         return text.replace(self._password, "***") if self._password else text
 
+    def _out_of_memory(self, error: redis.OutOfMemoryError) -> str:
+        """What to do about a server whose memory is full (the text of ``StoreOutOfMemory``)."""
+        return (f"buffer_url: {self.url} is out of memory (used memory above 'maxmemory' under "
+                f"maxmemory-policy noeviction), so it refuses every buffer update whole; raise the server's "
+                f"maxmemory (CONFIG SET maxmemory ...) or free memory on it ({self._scrub(error)})")
+
     def _call(self, operation: Callable[..., _Result], *args: Any, **kwargs: Any) -> _Result:
-        """Run one server call, retrying after ``retry_delays`` while the server is unreachable."""
+        """Run one server call, retrying after ``retry_delays`` while the server is unreachable;
+        ``StoreOutOfMemory`` at once when its memory is full (a retry seconds later would not help)."""
         delays = iter(self.retry_delays)
         tries = 0
         while True:
             tries += 1
             try:
                 return operation(*args, **kwargs)
+            except redis.OutOfMemoryError as error:
+                raise StoreOutOfMemory(self._out_of_memory(error)) from None
             except (redis.ConnectionError, redis.TimeoutError) as error:
                 delay = next(delays, None)
                 if delay is None:
@@ -229,17 +240,9 @@ class RedisBuffer:
                            "persistence?); the curriculum starts again from this group", self.prefix, self.url)
 
     def _read(self, *names: str) -> dict[str, dict[str, Any]]:
-        """One consistent snapshot (MULTI/EXEC) of the named keys, each as a dict."""
-        def read() -> list[Any]:
-            pipe = self._client.pipeline(transaction=True)
-            for name in names:
-                key = f"{self.prefix}:{name}"
-                if name == "scores":
-                    pipe.zrange(key, 0, -1, withscores=True)
-                else:
-                    pipe.hgetall(key)
-            return pipe.execute()
-        return {name: dict(value) for name, value in zip(names, self._call(read), strict=True)}
+        """One consistent snapshot of the named keys, each as a dict (``redis_scripts.read_snapshot``:
+        it answers while the server's memory is full)."""
+        return self._call(redis_scripts.read_snapshot, self._client, self.prefix, names)
 
     @staticmethod
     def _instance(body: str, score: float, scored: str, times: str | int) -> Instance:

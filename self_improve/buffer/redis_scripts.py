@@ -32,6 +32,18 @@ Key layout (``KEYS`` in this order, all under the store's prefix):
     the cumulative weight passes u * total as ``numpy``'s ``choice`` does, so
     both stores draw the same instances from the same generator state.
 
+Memory (``maxmemory`` with ``maxmemory-policy noeviction``): every script opens with a
+``#!lua`` shebang. A script that declares no ``no-writes`` flag is one Redis 7 refuses
+whole, before its first line runs, while the server's memory is above ``maxmemory``
+(``OOM command not allowed when used memory > 'maxmemory'``); once started it runs to the
+end, even if its writes take the memory past the limit. So a full server refuses a group
+or a draw entirely and never keeps half of one. Without the shebang Redis would instead
+refuse the script's first write that may add memory, which is only safe while that write
+comes before every other write (an ``HDEL`` or ``ZREM`` first would let the rest through
+over the limit): the shebang does not depend on the order. The read-only scripts declare
+``no-writes``, so metrics and snapshots (``read_snapshot``: ``check_invariants``, ``state_dict``)
+still answer while the server is full. Needs Redis >= 7.0.
+
 Scores travel as the client's ``repr(float)`` strings and are handed to
 ``ZADD`` unchanged; numbers the scripts compute are written with ``%.17g``:
 a Lua number turned into a string by default keeps only 14 digits.
@@ -43,7 +55,10 @@ import hashlib
 import json
 import math
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
+
+import redis
 
 from self_improve.buffer.state import MAX_SCORE, response_key
 from self_improve.buffer.sum_tree import TINY_TOTAL
@@ -52,8 +67,13 @@ KEY_NAMES: tuple[str, ...] = ("meta", "state", "scores", "body", "scored", "samp
                               "leaves", "tree")
 """The suffixes of the store's keys, in ``KEYS`` order."""
 
-_KEYS = """
-local meta, state, scores, body, scored, sampled, info, keys, tasks, leaves, tree =
+_WRITES = "#!lua\n"
+"""The shebang of a script that writes: refused whole while memory is above ``maxmemory``."""
+
+_READS = "#!lua flags=no-writes\n"
+"""The shebang of a script that only reads: runs while memory is above ``maxmemory``."""
+
+_KEYS = """local meta, state, scores, body, scored, sampled, info, keys, tasks, leaves, tree =
     KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local function fmt(x) return string.format('%.17g', x) end
 """
@@ -106,7 +126,7 @@ local function flush()
 end
 """
 
-CONFIGURE = _KEYS + _CHECK_CONFIG + """
+CONFIGURE = _WRITES + _KEYS + _CHECK_CONFIG + """
 local result = check_config()
 if type(result) == 'table' then return result end
 return {result or 'ok', redis.call('HINCRBY', state, 'clients', 1) - 1}
@@ -115,7 +135,7 @@ return {result or 'ok', redis.call('HINCRBY', state, 'clients', 1) - 1}
 ``{'ok' or 'created', index}`` or ``{'mismatch', field, stored}``. ARGV: version,
 capacity, kappa, store_responses."""
 
-OBSERVE = _KEYS + _CHECK_CONFIG + _TREE + """
+OBSERVE = _WRITES + _KEYS + _CHECK_CONFIG + _TREE + """
 -- ARGV: 4 config values, token, parent member ('' for none), parent dedupe key, S,
 -- then 5 per child: dedupe key, score, task_id, depth, body JSON without its opening brace.
 local config = check_config()
@@ -189,7 +209,7 @@ return {config or 'ok'}
 configuration was missing: the server lost its data), ``{'duplicate'}`` (a retry of a
 group already applied) or ``{'mismatch', field, stored}``. KEYS[12] is the group's token."""
 
-SAMPLE = _KEYS + _TREE + """
+SAMPLE = _WRITES + _KEYS + _TREE + """
 -- ARGV: capacity, kappa, u in [0, 1). Draws member i with probability exp(kappa S_i) / sum_j exp(kappa S_j).
 -- KEYS[12] is the draw's id: a retry of a draw already made (its reply lost) returns the same
 -- instance without counting it again.
@@ -237,7 +257,7 @@ return {redis.call('HGET', body, member), redis.call('ZSCORE', scores, member), 
 """One weighted draw and its ``times_sampled`` increment; ``nil`` when empty. Returns body,
 score, scored step, times sampled."""
 
-REBUILD_TREE = _KEYS + _TREE + """
+REBUILD_TREE = _WRITES + _KEYS + _TREE + """
 -- ARGV: capacity, kappa. Recompute every weight from ``leaves`` and ``scores`` (after a load).
 local width = tree_width(tonumber(ARGV[1]))
 redis.call('DEL', tree)
@@ -249,13 +269,46 @@ flush()
 """
 """Rebuild the sum tree (``load_state_dict`` runs it inside its transaction)."""
 
-METRICS = _KEYS + """
+METRICS = _READS + _KEYS + """
 local size = redis.call('ZCARD', scores)
 local top = redis.call('ZRANGE', scores, -1, -1, 'WITHSCORES')
 local counters = redis.call('HMGET', state, 'score_sum', 'depth_sum')
 return {size, counters[1] or '0', top[2] or '0', counters[2] or '0', redis.call('HLEN', tasks)}
 """
 """Size, sum of scores, max score, sum of depths and distinct tasks: O(log N) on the server."""
+
+SNAPSHOT = _READS + """
+-- KEYS: the keys to read; ARGV[i] 'z' (a sorted set, read with its scores) or 'h' (a hash).
+local out = {}
+for i, key in ipairs(KEYS) do
+    if ARGV[i] == 'z' then out[i] = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+    else out[i] = redis.call('HGETALL', key) end
+end
+return out
+"""
+"""One consistent snapshot of several keys, each as a flat list of field, value (member, score):
+``read_snapshot``'s way while the server's memory is full."""
+
+
+def read_snapshot(client: redis.Redis, prefix: str, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """One consistent snapshot of the store's keys ``names`` (``KEY_NAMES`` suffixes under ``prefix``),
+    each as a dict (``scores``: member -> float), read in one MULTI/EXEC. A server whose memory is
+    full refuses to queue a transaction, even of reads; the snapshot is then read by the read-only
+    ``SNAPSHOT`` script instead (2-3x the server's time of the MULTI/EXEC, so not always)."""
+    keys = [f"{prefix}:{name}" for name in names]
+    pipe = client.pipeline(transaction=True)
+    for name, key in zip(names, keys, strict=True):
+        pipe.zrange(key, 0, -1, withscores=True) if name == "scores" else pipe.hgetall(key)
+    try:
+        return {name: dict(reply) for name, reply in zip(names, pipe.execute(), strict=True)}
+    except redis.OutOfMemoryError:
+        pass
+    reply = client.register_script(SNAPSHOT)(keys=keys, args=["z" if name == "scores" else "h" for name in names])
+    snapshot = {}
+    for name, flat in zip(names, reply, strict=True):
+        pairs = zip(flat[::2], flat[1::2], strict=True)
+        snapshot[name] = {field: float(value) for field, value in pairs} if name == "scores" else dict(pairs)
+    return snapshot
 
 
 def dedupe_key(task_id: str, latest: str) -> str:

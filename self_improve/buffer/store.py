@@ -51,6 +51,14 @@ class StoreUnavailable(ConnectionError):
     """
 
 
+class StoreOutOfMemory(StoreUnavailable):
+    """A remote store that answers but refuses writes: its memory is full.
+
+    The loop treats it as an outage (one warning; groups go on without buffer
+    updates); reads still answer, and writes work again once memory is freed.
+    """
+
+
 @runtime_checkable
 class BufferStore(Protocol):
     """What the ExIt loop needs of a buffer."""

@@ -3,9 +3,10 @@ live Redis store.
 
 A checkpoint (``buffer_path``) is checked with ``buffer.state.check_state`` against the configuration it
 was saved with. A Redis store (``buffer_url`` + ``buffer_prefix``) is read in one MULTI/EXEC
-transaction: Redis runs it between two of the workers' update scripts, never inside one, so the
-snapshot is one state of the store even while workers keep writing. Nothing here writes: no
-configuration script runs, no counter moves.
+transaction, or by one read-only script while the server's memory is full
+(``buffer.redis_scripts.read_snapshot``): Redis runs either between two of the workers' update
+scripts, never inside one, so the snapshot is one state of the store even while workers keep writing.
+Nothing here writes: no configuration script runs, no counter moves.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ def read_redis(url: str, prefix: str, password_var: str | None = None) -> Buffer
         raise ViewerError("source: reading a Redis buffer needs the redis client: pip install "
                           "'self-improve[redis]'") from None
     from self_improve.buffer.redis_auth import redact
+    from self_improve.buffer.redis_scripts import read_snapshot
 
     password = None
     if password_var is not None:
@@ -112,11 +114,7 @@ def read_redis(url: str, prefix: str, password_var: str | None = None) -> Buffer
     except ValueError:
         raise ViewerError(f"source: {shown} is not a redis://, rediss:// or unix:// URL") from None
     try:
-        pipe = client.pipeline(transaction=True)
-        for name in SNAPSHOT_KEYS:
-            key = f"{prefix}:{name}"
-            pipe.zrange(key, 0, -1, withscores=True) if name == "scores" else pipe.hgetall(key)
-        replies = dict(zip(SNAPSHOT_KEYS, (dict(reply) for reply in pipe.execute()), strict=True))
+        replies = read_snapshot(client, prefix, SNAPSHOT_KEYS)
         if not replies["meta"]:
             found = sorted({key[: -len(":meta")] for key in client.scan_iter(match="*:meta", count=1000)})
             listed = ", ".join(repr(name) for name in found[:MAX_PREFIXES_LISTED]) or "none"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from self_improve.buffer.exit_buffer import ExitBuffer
-from self_improve.buffer.store import BufferStore, StoreUnavailable
+from self_improve.buffer.store import BufferStore, StoreOutOfMemory, StoreUnavailable
 from self_improve.exit_config import ExitConfig
 from self_improve.exit_loop import ExitLoop, GroupPlan, Rollout, plan_group
 from self_improve.grouping import Group, Instance, Task
@@ -112,6 +112,31 @@ def test_an_unreachable_store_plans_fresh_questions_keeps_rewards_and_warns_once
         reports = [loop.finish(loop.plan(TASK), rollouts(True, False)) for _ in range(3)]
     assert all(not r.observed and r.rewards == (1.0, 0.0) for r in reports)
     assert caplog.text.count("buffer store unavailable") == 1
+
+
+def test_a_full_store_that_still_takes_draws_warns_once_until_it_takes_a_group_again(caplog, monkeypatch) -> None:
+    loop = loop_with(min_buffer_size=1, select_prob=1.0)
+    loop.finish(loop.plan(TASK), rollouts(True, False))
+    accept = loop.store.observe
+
+    def refuse(group: Group) -> None:
+        raise StoreOutOfMemory("out of memory")
+
+    def groups() -> list[bool]:
+        observed = []
+        for _ in range(3):
+            plan = loop.plan(TASK)
+            assert plan.from_buffer, "the store still takes draws"
+            observed.append(loop.finish(plan, rollouts(True, False)).observed)
+        return observed
+
+    with caplog.at_level(logging.WARNING, logger="self_improve"):
+        monkeypatch.setattr(loop.store, "observe", refuse)
+        assert groups() == [False] * 3 and caplog.text.count("out of memory") == 1
+        monkeypatch.setattr(loop.store, "observe", accept)
+        assert groups() == [True] * 3 and caplog.text.count("out of memory") == 1
+        monkeypatch.setattr(loop.store, "observe", refuse)
+        assert groups() == [False] * 3 and caplog.text.count("out of memory") == 2
 
 
 def test_plan_group_draws_the_selection_coin_only_once_the_buffer_is_warm() -> None:
