@@ -205,6 +205,11 @@ class ExitEnv(vf.Env[ExitEnvConfig]):  # type: ignore[valid-type]
                 trace.record_reward("diversity", reward - trace.reward)
 
 
+def _plugin_name(plugin_id: str) -> str:
+    """A plugin id as a module name: ``owner/name@version`` -> ``name``, dashes as underscores."""
+    return plugin_id.rsplit("/", 1)[-1].split("@", 1)[0].replace("-", "_")
+
+
 def prime_rl_problems(config: Mapping[str, Any]) -> list[str]:
     """What in a prime-rl main config (the ``rl`` TOML as a dict, or its ``[orchestrator]`` table)
     would break ExIt on its self-improve sources; [] when nothing does.
@@ -221,8 +226,8 @@ def prime_rl_problems(config: Mapping[str, Any]) -> list[str]:
         default_group_size = section.get("group_size", orchestrator.get("group_size", 1) if kind == "train" else 1)
         for index, source in enumerate(section.get("source") or []):
             env = source.get("env") or {}
-            taskset_id = str((env.get("taskset") or {}).get("id", ""))
-            if env.get("id") or taskset_id.rsplit("/", 1)[-1].split("@", 1)[0].replace("-", "_") != "self_improve":
+            env_id = env.get("id") or (env.get("taskset") or {}).get("id", "")  # no env id: the taskset's env
+            if _plugin_name(str(env_id)) != _plugin_name(v1_tasks.PACKAGE_ID):
                 continue
             name = f"{kind} source {source.get('name') or index}"
             group_size = source.get("group_size", default_group_size)
