@@ -4,7 +4,8 @@
   store (``--env.buffer-url``) or resuming its checkpoint (``--env.buffer-path``), draws instances
   of the first run's tasks and re-mints them against their own task: the wrapped prompt quotes that
   task's request and the buffered reply, and the reward is that task's own, recomputed here.
-* ``self-improve-buffer`` shows such a buffer's task prompt where it shows a GSM8K question.
+* ``self-improve-buffer`` shows such a buffer's task prompt where it shows a GSM8K question, and
+  reads such a run's ``traces.jsonl`` one group per episode.
 * A taskset without rewards or with stop conditions is refused before any model request; a return
   outside [0, r_max] fails its episode at run time, recorded as failed, and the buffer is untouched.
 """
@@ -93,6 +94,12 @@ def test_a_second_run_resumes_the_checkpoint_of_a_foreign_taskset_and_the_viewer
     assert shown["task_id"] == instance.task.task_id
     assert cli.main([path, "show", str(instance.instance_id), "--width", "1000"]) == 0
     assert f"question: {own.prompt}" in capsys.readouterr().out
+    # The run log of the second run: one group per episode, its task and step from the plan it carries.
+    assert cli.main([str(tmp_path / "two" / "run" / "traces.jsonl"), "--json"]) == 0
+    groups = json.loads(capsys.readouterr().out)["groups"]
+    plans = [episode.traces[0].task.data.model_extra["exit_step"] for episode in second]
+    assert [(g["task_id"], g["step"], g["depth"]) for g in groups] == \
+        [(p["task"]["task_id"], p["kind"], p["depth"]) for p in plans]
 
 
 TASK_HEAD = "import verifiers.v1 as vf\n"
