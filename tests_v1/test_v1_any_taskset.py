@@ -63,7 +63,8 @@ def test_a_taskset_with_a_bash_harness_is_refused_before_any_request(tmp_path: P
         with pytest.raises(VfEvalFailed) as failure:
             run_vf_eval(server.url, tmp_path, "--env.id", "self-improve", "-n", "1",
                         "--env.agent.harness.id", "bash", taskset="exit-letters")
-        assert "ExIt cannot run 'exit-letters'" in failure.value.output and "runs a program" in failure.value.output
+        output = failure.value.output
+        assert "taskset: 'exit-letters' cannot be iterated one reply at a time" in output and "runs a program" in output
         assert not server.requests
     finally:
         server.stop()

@@ -3,14 +3,18 @@ and its prime-rl trap check (prime-rl's full ``rl --dry-run`` is ``scripts/prime
 
 from __future__ import annotations
 
+import copy
 import tomllib
 from pathlib import Path
 
 import pytest
+from verifiers.v1.utils.loaders import taskset_config_type
 
 from self_improve.hosts import v1_env, v1_taskset
 
 MAIN_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "prime-rl-main").glob("*.toml"))
+PLACEHOLDER = "my-taskset"
+"""The taskset id that taskset-exit.toml tells its reader to replace (the dry run uses exit-letters)."""
 
 
 def self_improve_source(path: Path) -> dict:
@@ -18,8 +22,8 @@ def self_improve_source(path: Path) -> dict:
     return source
 
 
-def test_both_main_configs_are_checked() -> None:
-    assert [path.name for path in MAIN_CONFIGS] == ["gsm8k-exit-redis.toml", "gsm8k-exit.toml"]
+def test_every_main_config_is_checked() -> None:
+    assert [path.name for path in MAIN_CONFIGS] == ["gsm8k-exit-redis.toml", "gsm8k-exit.toml", "taskset-exit.toml"]
 
 
 @pytest.mark.parametrize("path", MAIN_CONFIGS, ids=lambda path: path.name)
@@ -32,7 +36,25 @@ def test_main_config_env_and_taskset_blocks_validate_as_their_config_classes(
         path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # a relative buffer_path is checked against the folder it would go in
     env = self_improve_source(path)["env"]
-    env_config = v1_env.ExitEnvConfig.model_validate({k: v for k, v in env.items() if k != "taskset"})
-    taskset_config = v1_taskset.SelfImproveTasksetConfig.model_validate(env["taskset"])
+    env_config = v1_env.ExitEnvConfig.model_validate({k: v for k, v in env.items() if k not in ("taskset", "id")})
     assert env_config.rollouts_per_group == 8
+    if env.get("id") == "self-improve":  # ExIt over another taskset: a clearly marked placeholder id
+        assert env["taskset"] == {"id": PLACEHOLDER} and f'id = "{PLACEHOLDER}"  # PLACEHOLDER' in path.read_text()
+        taskset_config = taskset_config_type("exit-letters").model_validate({**env["taskset"], "id": "exit-letters"})
+        assert taskset_config.id == "exit-letters"
+        return
+    taskset_config = v1_taskset.SelfImproveTasksetConfig.model_validate(env["taskset"])
     assert taskset_config.task.iteration_reward == "correctness"
+
+
+def test_the_prime_rl_check_inspects_exit_over_another_taskset_only() -> None:
+    config = tomllib.loads((MAIN_CONFIGS[-1]).read_text())
+    broken = copy.deepcopy(config)
+    (source,) = broken["orchestrator"]["train"]["source"]
+    source["group_size"], source["serve"] = 8, {}
+    problems = v1_env.prime_rl_problems(broken)
+    assert len(problems) == 2 and "group_size must be 1" in problems[0] and "serve.pool" in problems[1]
+    source["env"]["id"] = "best-of-n"  # another env over the same taskset: not ExIt's to check
+    assert v1_env.prime_rl_problems(broken) == []
+    source["env"].pop("id")  # no env id: the taskset's own env, not this package's
+    assert v1_env.prime_rl_problems(broken) == []

@@ -39,11 +39,11 @@ from typing import Any
 
 import verifiers.v1 as vf
 from pydantic import Field, create_model, model_validator
-from verifiers.v1.utils.loaders import default_harness_id
 
 from self_improve.exit_config import ExitConfig, field_docs, resolve_config
 from self_improve.exit_loop import ExitLoop, GroupPlan, Rollout, route_logs_to
 from self_improve.grouping import Instance, Task
+from self_improve.hosts import v1_tasks
 from self_improve.hosts.v1_foreign import ForeignTaskset, check_taskset
 from self_improve.hosts.v1_taskset import (
     ChatHarness,
@@ -59,8 +59,6 @@ from self_improve.scoring.response import cached_check
 
 logger = logging.getLogger(__name__)
 
-PACKAGE_ID = "self-improve"
-"""This package's plugin id: its taskset, its env (``--env.id self-improve``) and its chat harness."""
 
 NOT_LOOP_FIELDS: frozenset[str] = frozenset({
     "num_train_examples", "num_eval_examples", "dataset_name", "dataset_config",  # the taskset's
@@ -98,9 +96,9 @@ class _ExitEnvFields(vf.EnvConfig):
         if config.diversity_bonus and config.diversity_mode != "reward":
             raise ValueError("diversity_mode: must be 'reward' on verifiers v1 (an env cannot set advantages; "
                              f"the trainer centres rewards itself), got {config.diversity_mode!r}")
-        if self.agent.harness is None and self.taskset.id and default_harness_id(self.taskset.id) == "bash":
-            # A taskset without a harness of its own gets the package's chat harness, not verifiers' bash.
-            self.agent = self.agent.model_copy(update={"harness": ChatHarnessConfig(id=PACKAGE_ID)})
+        harness = v1_tasks.seat_harness(self.taskset.id) if self.agent.harness is None and self.taskset.id else None
+        if harness is not None:  # a taskset without a harness of its own: the package's chat harness, not bash
+            self.agent = self.agent.model_copy(update={"harness": harness})
         return self
 
 
@@ -146,14 +144,8 @@ def rollout_of(trace: vf.Trace, use_think: bool = False) -> Rollout:
 
 
 def max_return(config: SelfImproveTaskConfig) -> float:
-    """r_max: the sum of the positive reward weights (each reward is in [0, 1])."""
-    probe = SelfImproveTask(SelfImproveData(task_id="", question="", answer="0"), config)
-    weights = [getattr(fn, "_vf_weight", 1.0) for fn in probe.hooks("reward")]
-    weights += [judge.weight for judge in config.judges]
-    total = float(sum(weight for weight in weights if weight > 0))
-    if not total > 0:
-        raise ValueError(f"taskset.task.rewards: need a positive reward weight, got {weights}")
-    return total
+    """GSM8K's r_max: the rule of every taskset (``v1_tasks.max_return``: the positive reward weights)."""
+    return v1_tasks.max_return(SelfImproveTask, config)
 
 
 class ExitEnv(vf.Env[ExitEnvConfig]):  # type: ignore[valid-type]
@@ -171,7 +163,7 @@ class ExitEnv(vf.Env[ExitEnvConfig]):  # type: ignore[valid-type]
             self.use_think = config.taskset.task.use_think
             self.max_return = max_return(config.taskset.task)
         else:  # any other single-turn taskset, scored by its own rewards (hosts/v1_foreign.py)
-            self.foreign = check_taskset(config.taskset.id, self.taskset, self._task_cls, self._harnesses["agent"],
+            self.foreign = check_taskset(self.taskset, self._task_cls, self._harnesses["agent"],
                                          config.max_return, config.solved_threshold)
             self.use_think, self.max_return = False, self.foreign.max_return
         self.loop = ExitLoop.from_config(self.exit_config)
@@ -213,6 +205,11 @@ class ExitEnv(vf.Env[ExitEnvConfig]):  # type: ignore[valid-type]
                 trace.record_reward("diversity", reward - trace.reward)
 
 
+def _plugin_name(plugin_id: str) -> str:
+    """A plugin id as a module name: ``owner/name@version`` -> ``name``, dashes as underscores."""
+    return plugin_id.rsplit("/", 1)[-1].split("@", 1)[0].replace("-", "_")
+
+
 def prime_rl_problems(config: Mapping[str, Any]) -> list[str]:
     """What in a prime-rl main config (the ``rl`` TOML as a dict, or its ``[orchestrator]`` table)
     would break ExIt on its self-improve sources; [] when nothing does.
@@ -229,8 +226,8 @@ def prime_rl_problems(config: Mapping[str, Any]) -> list[str]:
         default_group_size = section.get("group_size", orchestrator.get("group_size", 1) if kind == "train" else 1)
         for index, source in enumerate(section.get("source") or []):
             env = source.get("env") or {}
-            taskset_id = str((env.get("taskset") or {}).get("id", ""))
-            if env.get("id") or taskset_id.rsplit("/", 1)[-1].split("@", 1)[0].replace("-", "_") != "self_improve":
+            env_id = env.get("id") or (env.get("taskset") or {}).get("id", "")  # no env id: the taskset's env
+            if _plugin_name(str(env_id)) != _plugin_name(v1_tasks.PACKAGE_ID):
                 continue
             name = f"{kind} source {source.get('name') or index}"
             group_size = source.get("group_size", default_group_size)

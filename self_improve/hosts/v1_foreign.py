@@ -3,10 +3,10 @@
 ``v1_env.ExitEnv`` runs the package's own GSM8K task type natively; every other
 taskset's task goes through this module (docs/any-taskset.md):
 
-* :func:`check_taskset` refuses, before any model request, what cannot work: a task
-  that needs a container or brings tools, a harness that runs a program (a multi-turn
-  agent), a task with no reward, reward weights that bound nothing without a declared
-  ``max_return``. It returns :class:`ForeignTaskset`, r_max and the solved threshold.
+* :func:`check_taskset` refuses, before any model request, what cannot work (the rules of
+  ``v1_tasks``, shared with the K-step evaluation: a container, tools, stop conditions, a
+  harness that runs a program, no reward, no r_max), plus task data that already uses a
+  field ExIt adds. It returns :class:`ForeignTaskset`, r_max and the solved threshold.
 * :meth:`ForeignTaskset.task_of` keeps a dispatched task as a ``grouping.Task``: its key,
   its request text (what the viewer shows), its answer, and its data as JSON, so an
   instance drawn later in any process can be minted again against its own task.
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -32,6 +31,7 @@ from pydantic import create_model
 from self_improve import prompts
 from self_improve.exit_loop import GroupPlan, Rollout
 from self_improve.grouping import Instance, Task
+from self_improve.hosts import v1_tasks
 
 STEP_FIELD = "exit_step"
 """The field of a minted task's data that carries the plan (see :func:`step_data_type`)."""
@@ -48,22 +48,6 @@ def step_data_type(data_type: type[vf.TaskData]) -> type[vf.TaskData]:
                         **{STEP_FIELD: (dict[str, Any] | None, None), SEED_FIELD: (int | None, None)})
 
 
-def _probe(task_type: type[vf.Task], config: vf.TaskConfig) -> vf.Task:
-    """A data-less instance of ``task_type``: enough to list its reward hooks (``Task.hooks``)."""
-    probe = task_type.__new__(task_type)
-    probe.config = config
-    probe.data = None  # type: ignore[assignment]
-    return probe
-
-
-def reward_weights(task_type: type[vf.Task], config: vf.TaskConfig) -> dict[str, float]:
-    """Every reward a trace of ``task_type`` gets, by name, with its weight: the task's
-    ``@vf.reward`` methods and plugged rewards, then its judges."""
-    weights = {fn.__name__: float(getattr(fn, "_vf_weight", 1.0)) for fn in _probe(task_type, config).hooks("reward")}
-    weights.update({f"judge {judge.id}": float(judge.weight) for judge in config.judges})
-    return weights
-
-
 @dataclass(frozen=True)
 class ForeignTaskset:
     """How ExIt runs one foreign taskset: its name, r_max, and the return a solved child reaches."""
@@ -74,9 +58,7 @@ class ForeignTaskset:
 
     def task_of(self, task: vf.Task) -> Task:
         """The ``grouping.Task`` the buffer keeps for a dispatched task (its data as JSON)."""
-        if task.data.prompt is None:
-            raise ValueError(f"taskset {self.taskset_id!r}: task {task.key} has no prompt; ExIt wraps the task's "
-                             "own prompt and cannot run a task whose user opens the conversation")
+        v1_tasks.refuse(self.taskset_id, [p for p in [v1_tasks.prompt_problem(task.data.prompt)] if p])
         data = task.data.model_dump(mode="json", exclude={STEP_FIELD, SEED_FIELD})
         answer = getattr(task.data, "answer", "")
         return Task(task.key, prompts.request_text(task.data.prompt), "" if answer is None else str(answer),
@@ -114,43 +96,24 @@ class ForeignTaskset:
     def rollout(self, trace: vf.Trace, base: Rollout) -> Rollout:
         """``base`` (the host's reading of the trace) with the taskset's own verdict: solved when the
         return reaches the threshold. A return outside [0, r_max] or a reply of several turns is refused."""
-        if trace.num_turns > 1:
-            raise ValueError(f"taskset {self.taskset_id!r}: a rollout took {trace.num_turns} model turns; ExIt "
-                             "needs one reply per rollout to quote as the previous response (multi-turn task)")
+        problem = v1_tasks.reply_problem(trace) if trace.ok else None
+        if problem is not None:
+            raise ValueError(f"taskset {self.taskset_id!r}: {problem}")
         if trace.ok and not -1e-9 <= base.reward <= self.max_return + 1e-9:
             raise ValueError(f"taskset {self.taskset_id!r}: a return of {base.reward} lies outside [0, r_max="
                              f"{self.max_return}]; declare the largest return with --env.max-return")
-        return replace(base, correct=base.reward >= self.threshold - 1e-9)
+        return replace(base, correct=v1_tasks.reaches(base.reward, self.threshold))
 
 
-def check_taskset(taskset_id: str, taskset: vf.Taskset, task_type: type[vf.Task], harness: vf.Harness,
+def check_taskset(taskset: vf.Taskset, task_type: type[vf.Task], harness: vf.Harness,
                   max_return: float | None, threshold: float | None) -> ForeignTaskset:
-    """Refuse a taskset ExIt cannot run (``ValueError`` naming it and the reason), else how to run it."""
-    config = taskset.config.task
-    reasons = []
-    if task_type.NEEDS_CONTAINER:
-        reasons.append(f"its task type {task_type.__name__} needs a container (an agentic task)")
-    if task_type.toolsets(config) or type(taskset).toolsets(taskset.config):
-        reasons.append("it brings tools (a multi-turn task: the previous response is not one reply)")
-    if harness.EXECUTES_CODE:
-        reasons.append(f"its harness {harness.config.id!r} runs a program (a multi-turn agent); use a chat harness "
-                       "such as the package's (--env.agent.harness.id self-improve)")
+    """Refuse a taskset ExIt cannot run (``v1_tasks.refuse``: the shared reasons, and task data that
+    already uses a field a minted step adds), else how to run it (r_max and the solved threshold)."""
+    taskset_id = taskset.config.id
+    problems = v1_tasks.taskset_problems(taskset, task_type, harness.config.id, type(harness))
     taken = sorted({STEP_FIELD, SEED_FIELD} & set(task_type.data_type().model_fields))
     if taken:
-        reasons.append(f"its task data already has the field(s) {taken} that ExIt adds to a minted step")
-    weights = reward_weights(task_type, config)
-    if not weights:
-        reasons.append("it has no reward (no @vf.reward method, plugged reward or judge) to score a group with")
-    if reasons:
-        raise ValueError(f"taskset.id: ExIt cannot run {taskset_id!r}: " + "; ".join(reasons))
-    bound = float(sum(weight for weight in weights.values() if weight > 0))
-    if max_return is None:
-        if not bound > 0:
-            raise ValueError(f"taskset.id: {taskset_id!r} has no positive reward weight ({weights}), so no r_max; "
-                             "declare one with --env.max-return")
-        max_return = bound
-    if threshold is None:
-        threshold = max_return
-    if not 0 < threshold <= max_return or not math.isfinite(threshold):
-        raise ValueError(f"solved_threshold: must be in (0, max_return={max_return}], got {threshold}")
-    return ForeignTaskset(taskset_id, max_return, threshold)
+        problems.append(f"its task data already has the field(s) {taken} that ExIt adds to a minted step")
+    v1_tasks.refuse(taskset_id, problems)
+    r_max = v1_tasks.max_return(task_type, taskset.config.task, max_return)
+    return ForeignTaskset(taskset_id, r_max, v1_tasks.solved_threshold("solved_threshold", threshold, r_max))

@@ -53,11 +53,13 @@ class TasksetRun:
         if config.num_questions != -1 and config.num_questions < len(tasks):
             chosen = sorted(random.Random(config.seed).sample(range(len(tasks)), config.num_questions))
             tasks = [tasks[index] for index in chosen]
-        for task in tasks:  # before any model request
-            v1_tasks.check_single_turn(taskset, task)
+        task_type = type(taskset).task_type()
+        problems = v1_tasks.taskset_problems(taskset, task_type, *v1_tasks.seat_harness_class(config.taskset))
+        problems += sorted({p for p in map(v1_tasks.prompt_problem, (t.data.prompt for t in tasks)) if p})
+        v1_tasks.refuse(config.taskset, problems)  # before any model request
         self.tasks: dict[str, vf.Task] = {task.key: task for task in tasks}
-        self.max_return = v1_tasks.max_return(tasks[0], config.max_return)
-        self.threshold = self.max_return if config.threshold is None else float(config.threshold)
+        self.max_return = v1_tasks.max_return(task_type, taskset.config.task, config.max_return)
+        self.threshold = v1_tasks.solved_threshold("threshold", config.threshold, self.max_return)
         self.env = SingleAgentEnv(SingleAgentEnvConfig(
             taskset=taskset.config, agent=v1_tasks.chat_agent(config.taskset, config.timeout_s)))
 
@@ -92,9 +94,8 @@ class TasksetRun:
             status = getattr(failure, "status_code", None)
         elif trace.is_timeout:
             error = f"timed out ({trace.stop_condition})"
-        elif len(trace.assistant_messages) != 1 or trace.tool_messages:
-            error = (f"taskset {self.config.taskset!r}: the step took {len(trace.assistant_messages)} replies and "
-                     f"{len(trace.tool_messages)} tool results; the K-step evaluation needs exactly one reply")
+        elif v1_tasks.reply_problem(trace) is not None:
+            error = f"taskset {self.config.taskset!r}: {v1_tasks.reply_problem(trace)}"
         if error is not None:
             retry = status == 429 or (status or 0) >= 500 or bool(RETRYABLE_STATUS.search(error))
             return {"error": error}, retry

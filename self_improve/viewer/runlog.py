@@ -137,11 +137,21 @@ def _classic_groups(source: str, rows: list[tuple[int, dict[str, Any]]]) -> list
     return groups
 
 
+def _step_info(data: dict[str, Any]) -> dict[str, Any]:
+    """A v1 trace's step info: the GSM8K task's data itself, or the ``exit_step`` plan a step of
+    another taskset carries (``hosts.v1_foreign``), in the same names."""
+    step = data.get("exit_step")
+    if step is None:
+        return data
+    return {"task_id": step["task"]["task_id"], "step": step["kind"], "depth": step["depth"],
+            "parent_id": step["parent_id"], "prev_correct": step["prev_correct"]}
+
+
 def _v1_groups(source: str, rows: list[tuple[int, dict[str, Any]]]) -> list[GroupRecord]:
     """One episode is one group, saved when it finished."""
     groups = []
     for _, row in rows:
         traces = [trace for trace in row["traces"] if trace.get("metrics")]
         if traces:  # an episode whose every rollout failed records no metrics
-            groups.append(_record(source, traces[0]["task"]["data"], [t["metrics"] for t in traces]))
+            groups.append(_record(source, _step_info(traces[0]["task"]["data"]), [t["metrics"] for t in traces]))
     return groups
