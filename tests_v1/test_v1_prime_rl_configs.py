@@ -7,6 +7,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from verifiers.v1.utils.loaders import resolve_env_config
 
 from self_improve.hosts import v1_env, v1_taskset
 
@@ -36,3 +37,13 @@ def test_main_config_env_and_taskset_blocks_validate_as_their_config_classes(
     taskset_config = v1_taskset.SelfImproveTasksetConfig.model_validate(env["taskset"])
     assert env_config.rollouts_per_group == 8
     assert taskset_config.task.iteration_reward == "correctness"
+
+
+@pytest.mark.parametrize("path", MAIN_CONFIGS, ids=lambda path: path.name)
+def test_main_config_sets_one_seed_which_the_env_gives_the_taskset(
+        path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = self_improve_source(path)["env"]
+    assert "seed" in env and "seed" not in env["taskset"]  # --env.seed only
+    config = resolve_env_config(env)  # as prime-rl's orchestrator and env server resolve it
+    assert config.seed == config.taskset.seed == env["seed"]
