@@ -67,7 +67,7 @@ PACKAGE_ID = "self-improve"
 NOT_LOOP_FIELDS: frozenset[str] = frozenset({
     *DATA_FIELDS, *TASK_FIELDS,  # the taskset's (--env.taskset.*) and the task's (--env.taskset.task.*)
     "format_weight",  # the format reward's plugged weight (--env.taskset.task.rewards.format.weight)
-}) - {"seed"}  # the env's; it sets the self-improve taskset's (``_ExitEnvFields._check``)
+}) - {"seed"}  # the env's; the env gives it to the self-improve taskset too
 LOOP_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ExitConfig) if f.name not in NOT_LOOP_FIELDS)
 """The ``exit_config.ExitConfig`` arguments that configure the loop: fields of the env config."""
 
