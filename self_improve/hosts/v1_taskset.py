@@ -72,7 +72,7 @@ class _TaskFields(vf.TaskConfig):
 
 SelfImproveTaskConfig = config_model(
     "SelfImproveTaskConfig", _TaskFields, TASK_FIELDS, module=__name__,
-    doc="How a self-improve trace is scored (`--env.taskset.task.*`): the `TASK_FIELDS` of exit_config.ExitConfig.")
+    doc="How a self-improve trace is scored (`--env.taskset.task.*`).")
 
 
 def reply_text(trace: vf.Trace, use_think: bool = False) -> str:
@@ -139,7 +139,7 @@ class _TasksetFields(vf.TasksetConfig):
 
 SelfImproveTasksetConfig = config_model(
     "SelfImproveTasksetConfig", _TasksetFields, DATA_FIELDS, module=__name__,
-    doc="Which GSM8K rows load (`--env.taskset.*`): `split` and the `DATA_FIELDS` of exit_config.ExitConfig.",
+    doc="Which GSM8K rows load (`--env.taskset.*`).",
     notes={"num_train_examples": "Applies with split train.", "num_eval_examples": "Applies with split test.",
            "seed": "Here it seeds the subsets; under the ExIt env it is `--env.seed`'s value (set that one)."})
 
