@@ -25,7 +25,7 @@ from self_improve import gsm8k_data, prompts
 from self_improve.exit_config import ExitConfig, field_docs
 from self_improve.exit_loop import GroupPlan
 from self_improve.grouping import Instance, Task
-from self_improve.hosts import v1_env, v1_taskset
+from self_improve.hosts import v1_config, v1_env, v1_taskset
 from self_improve.hosts.v1_taskset import (
     SelfImproveData,
     SelfImproveTask,
@@ -170,3 +170,10 @@ def test_the_docs_configuration_table_is_the_generated_one() -> None:
         "'from self_improve.hosts import v1_env; print(v1_env.configuration_table())'")
     rows = v1_env.configuration_table().splitlines()[2:]
     assert len(rows) == len(v1_env.LOOP_FIELDS) + 4 + 1 + len(v1_taskset.DATA_FIELDS) + 2 + 1
+
+
+def test_config_fields_are_refused_by_name_unless_exit_config_arguments() -> None:
+    with pytest.raises(ValueError, match="nope: not ExitConfig arguments"):
+        v1_config.exit_fields(["seed", "nope"])
+    with pytest.raises(ValueError, match="kappa: not ExitConfig arguments of this config"):
+        v1_config.exit_fields(["seed"], notes={"kappa": "a note on a field the config does not hold"})

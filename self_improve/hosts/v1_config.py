@@ -40,9 +40,12 @@ def exit_fields(names: Sequence[str], notes: Mapping[str, str] | None = None) ->
     unknown = sorted(set(names) - set(known)) + sorted(set(notes) - set(names))
     if unknown:
         raise ValueError(f"{', '.join(unknown)}: not ExitConfig arguments of this config")
-    return {name: (known[name][0], Field(known[name][1], description=" ".join(filter(None, (docs[name],
-                                                                                            notes.get(name))))))
-            for name in names}
+    specs = {}
+    for name in names:
+        annotation, default = known[name]
+        description = f"{docs[name]} {notes[name]}" if name in notes else docs[name]
+        specs[name] = (annotation, Field(default, description=description))
+    return specs
 
 
 def config_model(name: str, base: type[BaseModel], names: Sequence[str], doc: str, module: str,
