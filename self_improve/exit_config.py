@@ -5,7 +5,8 @@ set. Each field is declared with :func:`arg`, which keeps its one-line doc and
 its range in the field's metadata; ``load_environment``'s signature
 (``signature``), the validation with named errors (``ExitConfig.validate``),
 the README's argument table (``arguments_table``, a test holds the README to
-it) and verifiers v1's ``ExitEnvConfig`` are all derived from the fields.
+it) and verifiers v1's env, taskset and task configs (``hosts.v1_config``) are
+all derived from the fields.
 Nothing is parsed from source, so an install without ``.py`` files works the
 same.
 

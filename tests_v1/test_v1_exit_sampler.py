@@ -24,7 +24,9 @@ WARM = {"strategy": "diverge", "select_prob": 1.0, "buffer_size": 16, "min_buffe
 
 
 def tasks(count: int = 6) -> list[vf.Task]:
-    config = resolve_env_config({"taskset": {"id": "self-improve", "num_train_examples": count, "seed": 1}})
+    # The sampler's integration pairs the taskset with verifiers' single-agent env, as gsm8k-exit-sampler.toml does.
+    config = resolve_env_config({"id": "single-agent",
+                                 "taskset": {"id": "self-improve", "num_train_examples": count, "seed": 1}})
     return list(vf.load_taskset(config.taskset))
 
 

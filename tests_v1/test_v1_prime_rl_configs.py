@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from verifiers.v1.utils.loaders import taskset_config_type
+from verifiers.v1.utils.loaders import resolve_env_config, taskset_config_type
 
 from self_improve.hosts import v1_env, v1_taskset
 
@@ -58,3 +58,14 @@ def test_the_prime_rl_check_inspects_exit_over_another_taskset_only() -> None:
     assert v1_env.prime_rl_problems(broken) == []
     source["env"].pop("id")  # no env id: the taskset's own env, not this package's
     assert v1_env.prime_rl_problems(broken) == []
+
+
+@pytest.mark.parametrize("path", [path for path in MAIN_CONFIGS if path.name.startswith("gsm8k")],
+                         ids=lambda path: path.name)
+def test_main_config_sets_one_seed_which_the_env_gives_the_taskset(
+        path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = self_improve_source(path)["env"]
+    assert "seed" in env and "seed" not in env["taskset"]  # --env.seed only
+    config = resolve_env_config(env)  # as prime-rl's orchestrator and env server resolve it
+    assert config.seed == config.taskset.seed == env["seed"]

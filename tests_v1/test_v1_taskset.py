@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
+import typing
+from pathlib import Path
 
 import pytest
 import verifiers.v1 as vf
@@ -18,10 +22,16 @@ from verifiers.v1.utils.loaders import (
 
 import self_improve
 from self_improve import gsm8k_data, prompts
+from self_improve.exit_config import ExitConfig, field_docs
 from self_improve.exit_loop import GroupPlan
 from self_improve.grouping import Instance, Task
-from self_improve.hosts import v1_env
-from self_improve.hosts.v1_taskset import SelfImproveData, SelfImproveTask, SelfImproveTaskConfig
+from self_improve.hosts import v1_config, v1_env, v1_taskset
+from self_improve.hosts.v1_taskset import (
+    SelfImproveData,
+    SelfImproveTask,
+    SelfImproveTaskConfig,
+    SelfImproveTasksetConfig,
+)
 
 
 def test_self_improve_exports_exactly_one_taskset_env_and_harness() -> None:
@@ -44,7 +54,8 @@ def test_defaults_run_offline_in_process() -> None:
 
 
 def test_taskset_matches_the_classic_rows_and_prompt() -> None:
-    config = resolve_env_config({"taskset": {"id": "self-improve", "num_train_examples": 5, "seed": 3}})
+    config = resolve_env_config({"seed": 3, "taskset": {"id": "self-improve", "num_train_examples": 5}})
+    assert config.taskset.seed == 3  # the env's seed chooses the subset
     tasks = list(vf.load_taskset(config.taskset))
     rows = gsm8k_data.build_split("train", 5, seed=3)
     assert [task.data.task_id for task in tasks] == [row["info"]["task_id"] for row in rows]
@@ -64,6 +75,9 @@ def test_taskset_matches_the_classic_rows_and_prompt() -> None:
     ({"taskset": {"id": "self-improve", "num_train_examples": 0}}, "num_train_examples: must be -1"),
     ({"rollouts_per_group": 0}, "rollouts_per_group"),
     ({"format_weight": 0.1}, "format_weight"),  # v1: a plugged weight of the format reward instead
+    ({"taskset": {"id": "self-improve", "seed": 3}}, "taskset.seed: must equal seed"),  # one seed, --env.seed
+    ({"seed": 1, "taskset": {"id": "self-improve", "seed": 2}}, "taskset.seed: must equal seed"),
+    ({"taskset": {"id": "self-improve", "task": {"use_think": "maybe"}}}, "use_think"),
 ])
 def test_bad_arguments_are_named(env: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
@@ -124,3 +138,42 @@ def test_minted_step_carries_its_plan() -> None:
     assert v1_env.mint_step(seed, GroupPlan("improve", instance.task, instance)).key != seed.key
     assert "SIGNIFICANTLY DIFFERS" in v1_env.mint_step(seed, GroupPlan("diverge", instance.task, instance)) \
         .data.prompt[1].content
+
+
+def test_the_env_seed_is_the_tasksets_seed_by_construction() -> None:
+    config = resolve_env_config({"seed": 5, "taskset": {"id": "self-improve", "seed": 5}})  # equal: accepted
+    assert config.seed == config.taskset.seed == 5
+    wire = resolve_env_config(config.model_dump(mode="json"))  # what the env server receives
+    assert wire.seed == wire.taskset.seed == 5
+    single = resolve_env_config({"id": "single-agent", "taskset": {"id": "self-improve", "seed": 2}})
+    assert single.taskset.seed == 2  # under another env the taskset's seed is its own
+
+
+def test_exit_config_fields_carry_their_type_default_and_doc_from_exit_config() -> None:
+    docs, hints = field_docs(), typing.get_type_hints(ExitConfig)
+    blocks = [(v1_env.ExitEnvConfig, v1_env.LOOP_FIELDS), (SelfImproveTasksetConfig, v1_taskset.DATA_FIELDS),
+              (SelfImproveTaskConfig, v1_taskset.TASK_FIELDS)]
+    held = collections.Counter(name for _, names in blocks for name in names)
+    expected = collections.Counter(f.name for f in dataclasses.fields(ExitConfig) if f.name != "format_weight")
+    assert held == expected + collections.Counter(["seed"])  # every argument but format_weight; seed twice
+    for config, names in blocks:
+        for name in names:
+            field, declared = config.model_fields[name], ExitConfig.__dataclass_fields__[name]
+            assert field.description.startswith(docs[name]), (config.__name__, name)
+            assert field.default == declared.default and field.annotation == hints[name], (config.__name__, name)
+
+
+def test_the_docs_configuration_table_is_the_generated_one() -> None:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "verifiers-v1.md").read_text()
+    assert v1_env.configuration_table() in page, (
+        "docs/verifiers-v1.md's configuration table differs from the v1 configs: paste the output of python -c "
+        "'from self_improve.hosts import v1_env; print(v1_env.configuration_table())'")
+    rows = v1_env.configuration_table().splitlines()[2:]
+    assert len(rows) == len(v1_env.LOOP_FIELDS) + 4 + 1 + len(v1_taskset.DATA_FIELDS) + 2 + 1
+
+
+def test_config_fields_are_refused_by_name_unless_exit_config_arguments() -> None:
+    with pytest.raises(ValueError, match="nope: not ExitConfig arguments"):
+        v1_config.exit_fields(["seed", "nope"])
+    with pytest.raises(ValueError, match="kappa: not ExitConfig arguments of this config"):
+        v1_config.exit_fields(["seed"], notes={"kappa": "a note on a field the config does not hold"})

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import verifiers.v1 as vf
 
-from conftest import VfEvalFailed, run_vf_eval
+from conftest import VF_EVAL, VfEvalFailed, run_vf_eval
 from scripted_server import ScriptedServer
 from self_improve import prompts
+from self_improve.exit_config import field_docs
 from self_improve.hosts import v1_env
 
 
@@ -48,4 +52,28 @@ def test_vf_eval_names_a_bad_argument(scripted_server: ScriptedServer, tmp_path:
     with pytest.raises(VfEvalFailed) as failure:
         run_vf_eval(scripted_server.url, tmp_path, "-n", "1", "--env.kappa", "-1")
     assert "kappa: must be a number in [0.0, inf)" in failure.value.output
+    assert not scripted_server.requests
+
+
+def test_vf_eval_help_shows_each_exit_argument_with_its_exit_config_doc(tmp_path: Path) -> None:
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                                             os.environ.get("PYTHONPATH")]))}
+    completed = subprocess.run([str(VF_EVAL), "self-improve", "--help"], cwd=tmp_path, env=environment,
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    text = " ".join(completed.stdout.replace("│", " ").split())  # the help box, unwrapped
+    docs = field_docs()
+    for flag, name in (("--env.kappa", "kappa"), ("--env.seed", "seed"),
+                       ("--env.taskset.num-train-examples", "num_train_examples"),
+                       ("--env.taskset.seed", "seed"), ("--env.taskset.task.use-think", "use_think"),
+                       ("--env.taskset.task.iteration-reward", "iteration_reward")):
+        row = re.search(re.escape(flag) + r" [A-Z{]", text)  # the flag's row: the flag, then its metavar
+        assert row, flag
+        assert " ".join(docs[name].split()) in text[row.start():row.start() + 800], (flag, name)
+
+
+def test_vf_eval_refuses_a_second_seed(scripted_server: ScriptedServer, tmp_path: Path) -> None:
+    with pytest.raises(VfEvalFailed) as failure:
+        run_vf_eval(scripted_server.url, tmp_path, "-n", "1", "--env.taskset.seed", "3")
+    assert "taskset.seed: must equal seed" in failure.value.output
     assert not scripted_server.requests

@@ -32,20 +32,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-import typing
 from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
 import verifiers.v1 as vf
-from pydantic import Field, create_model, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from self_improve.exit_config import ExitConfig, field_docs, resolve_config
+from self_improve.exit_config import ExitConfig, resolve_config
 from self_improve.exit_loop import ExitLoop, GroupPlan, Rollout, route_logs_to
 from self_improve.grouping import Instance, Task
 from self_improve.hosts import v1_tasks
+from self_improve.hosts.v1_config import config_model, flags_table
 from self_improve.hosts.v1_foreign import ForeignTaskset, check_taskset
 from self_improve.hosts.v1_taskset import (
+    DATA_FIELDS,
+    TASK_FIELDS,
     ChatHarness,
     ChatHarnessConfig,
     SelfImproveData,
@@ -61,16 +63,17 @@ logger = logging.getLogger(__name__)
 
 
 NOT_LOOP_FIELDS: frozenset[str] = frozenset({
-    "num_train_examples", "num_eval_examples", "dataset_name", "dataset_config",  # the taskset's
-    "iteration_reward", "use_think",  # the task's (--env.taskset.task.*)
+    *DATA_FIELDS, *TASK_FIELDS,  # the taskset's (--env.taskset.*) and the task's (--env.taskset.task.*)
     "format_weight",  # the format reward's plugged weight (--env.taskset.task.rewards.format.weight)
-})
+}) - {"seed"}  # the env's; the env gives it to the self-improve taskset too
 LOOP_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ExitConfig) if f.name not in NOT_LOOP_FIELDS)
 """The ``exit_config.ExitConfig`` arguments that configure the loop: fields of the env config."""
 
 
 class _ExitEnvFields(vf.EnvConfig):
     """The fields of ``ExitEnvConfig`` that are not ``ExitConfig`` arguments."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)  # the docs' table reads the descriptions
 
     agent: vf.AgentConfig = vf.AgentConfig(runtime=vf.SubprocessConfig())
     """The seat playing every rollout: the taskset's in-process chat harness (no uv, no index) on the
@@ -99,18 +102,31 @@ class _ExitEnvFields(vf.EnvConfig):
         harness = v1_tasks.seat_harness(self.taskset.id) if self.agent.harness is None and self.taskset.id else None
         if harness is not None:  # a taskset without a harness of its own: the package's chat harness, not bash
             self.agent = self.agent.model_copy(update={"harness": harness})
+        self._share_seed()
         return self
 
+    def _share_seed(self) -> None:
+        """One seed: the env's ``seed`` (``--env.seed``) is also the self-improve taskset's, which
+        chooses the subsets; a different explicit ``--env.taskset.seed`` is refused."""
+        taskset, seed = self.taskset, self.seed
+        if not isinstance(taskset, SelfImproveTasksetConfig) or taskset.seed == seed:
+            return
+        if "seed" in taskset.model_fields_set:
+            raise ValueError(f"taskset.seed: must equal seed, which the ExIt env gives the taskset (set only "
+                             f"--env.seed, env.seed in TOML), got {taskset.seed} with seed {seed}")
+        self.taskset = taskset.model_copy(update={"seed": seed})
 
-def _loop_field_specs() -> dict[str, Any]:
-    hints, docs = typing.get_type_hints(ExitConfig), field_docs()
-    return {f.name: (hints[f.name], Field(f.default, description=docs[f.name]))
-            for f in fields(ExitConfig) if f.name in LOOP_FIELDS}
+
+ExitEnvConfig = config_model(
+    "ExitEnvConfig", _ExitEnvFields, LOOP_FIELDS, module=__name__,
+    doc="`--env.*`: the seat, G, and the ExIt loop arguments of exit_config.ExitConfig.",
+    notes={"seed": "It is also the self-improve taskset's seed (`--env.taskset.seed` follows it)."})
 
 
-ExitEnvConfig = create_model("ExitEnvConfig", __base__=_ExitEnvFields, __module__=__name__,
-                             __doc__="`--env.*`: the seat, G, and the ExIt loop arguments of exit_config.ExitConfig.",
-                             **_loop_field_specs())
+def configuration_table() -> str:
+    """The table of every package-declared flag (docs/verifiers-v1.md holds it; a test compares)."""
+    return flags_table([("--env", ExitEnvConfig), ("--env.taskset", SelfImproveTasksetConfig),
+                        ("--env.taskset.task", SelfImproveTaskConfig), ("--env.agent.harness", ChatHarnessConfig)])
 
 
 def mint_step(task: SelfImproveTask, plan: GroupPlan, request_seed: int | None = None) -> SelfImproveTask:

@@ -23,16 +23,19 @@ from typing import Any, Literal
 
 import httpx
 import verifiers.v1 as vf
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from verifiers.v1.dialects.chat import message_to_wire
 
 from self_improve import gsm8k_data
 from self_improve.exit_config import resolve_config
+from self_improve.hosts.v1_config import config_model
 from self_improve.scoring import answer_check
 from self_improve.scoring.response import CheckRecord, final_reply, improvement_reward, record_check
 
 DATA_FIELDS: tuple[str, ...] = ("num_train_examples", "num_eval_examples", "dataset_name", "dataset_config", "seed")
 """The ``exit_config.ExitConfig`` arguments that belong to the v1 taskset (they choose the rows)."""
+TASK_FIELDS: tuple[str, ...] = ("iteration_reward", "use_think")
+"""The ``exit_config.ExitConfig`` arguments that belong to the v1 task (they score a trace)."""
 
 
 class SelfImproveData(vf.TaskData):
@@ -58,13 +61,18 @@ class SelfImproveData(vf.TaskData):
     """``seed`` the harness sends with the request (``request_seeds``); None sends none."""
 
 
-class SelfImproveTaskConfig(vf.TaskConfig):
-    """How a self-improve trace is scored (``--env.taskset.task.*``)."""
+class _TaskFields(vf.TaskConfig):
+    """``SelfImproveTaskConfig`` less its ``ExitConfig`` arguments (``TASK_FIELDS``)."""
 
-    iteration_reward: Literal["correctness", "improvement"] = "correctness"
-    """Return of a self-iteration step: plain correctness (App. A.2) or the improvement ratio."""
-    use_think: bool = False
-    """Parse answers after `</think>` (for reasoning models)."""
+    @model_validator(mode="after")
+    def _check(self) -> _TaskFields:
+        resolve_config({name: getattr(self, name) for name in TASK_FIELDS})  # ValueError naming a bad value
+        return self
+
+
+SelfImproveTaskConfig = config_model(
+    "SelfImproveTaskConfig", _TaskFields, TASK_FIELDS, module=__name__,
+    doc="How a self-improve trace is scored (`--env.taskset.task.*`).")
 
 
 def reply_text(trace: vf.Trace, use_think: bool = False) -> str:
@@ -73,7 +81,7 @@ def reply_text(trace: vf.Trace, use_think: bool = False) -> str:
     return final_reply(trace.last_reply, use_think)
 
 
-class SelfImproveTask(vf.Task[SelfImproveData, vf.State, SelfImproveTaskConfig]):
+class SelfImproveTask(vf.Task[SelfImproveData, vf.State, SelfImproveTaskConfig]):  # type: ignore[valid-type]
     """A GSM8K question (or an ExIt step on one), scored in process."""
 
     @property
@@ -109,25 +117,17 @@ class SelfImproveTask(vf.Task[SelfImproveData, vf.State, SelfImproveTaskConfig])
         return float(answer_check.extract_boxed(self.response(trace)) is not None)
 
 
-class SelfImproveTasksetConfig(vf.TasksetConfig):
-    """Which GSM8K rows load (``--env.taskset.*``)."""
+class _TasksetFields(vf.TasksetConfig):
+    """``SelfImproveTasksetConfig`` less its ``ExitConfig`` arguments (``DATA_FIELDS``)."""
 
-    task: SelfImproveTaskConfig = SelfImproveTaskConfig()
+    model_config = ConfigDict(use_attribute_docstrings=True)  # the docs' table reads the descriptions
+
+    task: SelfImproveTaskConfig = SelfImproveTaskConfig()  # type: ignore[valid-type]
     split: Literal["train", "test"] = "train"
     """GSM8K split: train (7,473 questions) for training, test (1,319) for evaluation."""
-    num_train_examples: int = -1
-    """Seeded subset of GSM8K train (split train); -1: all 7,473."""
-    num_eval_examples: int = -1
-    """Seeded subset of GSM8K test (split test); -1: all 1,319."""
-    seed: int = 0
-    """Seeds the subsets (the same rows as the classic environment with the same seed)."""
-    dataset_name: str | None = None
-    """A `datasets` source with `question`/`answer` columns; null: the bundled copy (offline)."""
-    dataset_config: str | None = "main"
-    """Configuration name passed with `dataset_name`."""
 
     @model_validator(mode="after")
-    def _check(self) -> SelfImproveTasksetConfig:
+    def _check(self) -> _TasksetFields:
         resolve_config({name: getattr(self, name) for name in DATA_FIELDS})  # ValueError naming a bad value
         return self
 
@@ -137,7 +137,14 @@ class SelfImproveTasksetConfig(vf.TasksetConfig):
         return self.num_train_examples if self.split == "train" else self.num_eval_examples
 
 
-class SelfImproveTaskset(vf.Taskset[SelfImproveTask, SelfImproveTasksetConfig]):
+SelfImproveTasksetConfig = config_model(
+    "SelfImproveTasksetConfig", _TasksetFields, DATA_FIELDS, module=__name__,
+    doc="Which GSM8K rows load (`--env.taskset.*`).",
+    notes={"num_train_examples": "Applies with split train.", "num_eval_examples": "Applies with split test.",
+           "seed": "Here it seeds the subsets; under the ExIt env it is `--env.seed`'s value (set that one)."})
+
+
+class SelfImproveTaskset(vf.Taskset[SelfImproveTask, SelfImproveTasksetConfig]):  # type: ignore[valid-type]
     """GSM8K questions with the package's boxed-answer prompt, from the bundled copy by default."""
 
     def load(self) -> list[SelfImproveTask]:
@@ -154,6 +161,8 @@ class SelfImproveTaskset(vf.Taskset[SelfImproveTask, SelfImproveTasksetConfig]):
 
 class ChatHarnessConfig(vf.HarnessConfig):
     """The in-process chat harness (``--env.agent.harness.*``)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)  # the docs' table reads the descriptions
 
     request_timeout: float = Field(600.0, gt=0)
     """Seconds one chat completion may take."""
