@@ -32,7 +32,7 @@ from self_improve.local.weights import MODEL_NAME, LocalModelError
 
 __all__ = ["DEFAULT_ENGINE", "DEFAULT_N_CTX", "DEFAULT_PARALLEL", "DEFAULT_STARTUP_TIMEOUT_S", "ENGINES",
            "LocalModelError", "LocalServer", "STOP_GRACE_S", "engine_binary", "engine_command", "engine_library",
-           "free_port", "likely_cause", "port_is_free", "raise_on_sigterm", "stop_process", "tail"]
+           "free_port", "likely_cause", "listens_on", "port_is_free", "raise_on_sigterm", "stop_process", "tail"]
 
 DEFAULT_STARTUP_TIMEOUT_S: float = 180.0
 """Loading the 1.1 GB model and answering one token takes about 5 s on a quiet machine; 180 s covers a loaded one."""
@@ -77,6 +77,41 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def listens_on(pid: int, port: int) -> bool | None:
+    """Whether session leader ``pid`` or a process of its session holds the socket listening on
+    TCP ``port`` (None where ``/proc`` cannot tell).
+
+    A port chosen free can be taken by another process before the server binds it; that
+    process's answer must not count as this server's."""
+    try:
+        inodes = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(table) as rows:
+                for row in list(rows)[1:]:
+                    cells = row.split()
+                    if cells[3] == "0A" and int(cells[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                        inodes.add(f"socket:[{cells[9]}]")
+        session = [pid] + [int(stat.parent.name) for stat in Path("/proc").glob("[0-9]*/stat")
+                           if _session_of(stat) == pid]
+        return any(_holds(member, inodes) for member in session)
+    except OSError:
+        return None
+
+
+def _session_of(stat: Path) -> int | None:
+    try:
+        return int(stat.read_text().rsplit(")", 1)[1].split()[3])  # after the name: state ppid pgrp session
+    except (OSError, IndexError, ValueError):
+        return None  # gone, or not ours to read
+
+
+def _holds(pid: int, inodes: set[str]) -> bool:
+    try:
+        return any(os.readlink(fd) in inodes for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
 
 
 def tail(path: Path, lines: int = 20) -> str:
@@ -219,6 +254,8 @@ class LocalServer:
             raise ValueError(f"startup_timeout_s: must be a number > 0, got {startup_timeout_s!r}")
         self.model_path = Path(model_path)
         self.port = port
+        self.foreign_answer = False
+        """Whether another process answered on the port during start."""
         self.log_path = Path(log_path) if log_path is not None else None
         self.n_ctx = n_ctx
         self.threads = threads or os.cpu_count() or 1
@@ -276,7 +313,7 @@ class LocalServer:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"llama-server-{self.port}-{stamp}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.returncode = None
+        self.returncode, self.foreign_answer = None, False
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL, start_new_session=True)
@@ -298,7 +335,9 @@ class LocalServer:
         assert self.log_path is not None
         text = tail(self.log_path, 200)
         cause = likely_cause(self.returncode, text, self.binary or _installed_library(self.engine))
-        return (f"the model server exited with code {self.returncode} ({cause}); "
+        taken = (f"; another process answers on port {self.port}, so it could not listen there"
+                 if self.foreign_answer else "")
+        return (f"the model server exited with code {self.returncode} ({cause}){taken}; "
                 f"its log: {self.log_path}; last lines:\n{tail(self.log_path)}")
 
     def _wait_until_ready(self) -> None:
@@ -311,9 +350,13 @@ class LocalServer:
             if remaining <= 0:
                 raise LocalModelError(
                     f"the model server did not answer a completion at {self.base_url} within "
-                    f"{self.startup_timeout_s:g} s; last lines of {self.log_path}:\n{tail(self.log_path)}")
+                    f"{self.startup_timeout_s:g} s"
+                    + (f" (another process answers on port {self.port})" if self.foreign_answer else "")
+                    + f"; last lines of {self.log_path}:\n{tail(self.log_path)}")
             if self._answers(min(remaining, 60.0)):
-                return
+                if listens_on(self._process.pid, self.port) is not False:
+                    return
+                self.foreign_answer = True  # another process took the port: wait for ours to fail
             time.sleep(0.25)
 
     def _answers(self, timeout: float) -> bool:

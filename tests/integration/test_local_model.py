@@ -242,6 +242,21 @@ def test_a_server_that_dies_at_its_first_answer_is_caught_at_start_with_the_caus
     assert str(log) in message and "AMX_INT8 = 1" in message  # the log's tail
 
 
+def test_an_answer_from_another_process_on_the_chosen_port_does_not_count_as_started(
+        standin_engine: Path, dummy_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race a free port leaves open: another server takes it before ours binds it."""
+    other = ScriptedServer().start()
+    try:
+        taken = int(other.url.rsplit(":", 1)[1].split("/")[0])
+        monkeypatch.setattr("self_improve.local.server.free_port", lambda: taken)
+        with pytest.raises(LocalModelError) as raised:
+            LocalServer(dummy_model, log_path=tmp_path / "server.log", binary=standin_engine).start()
+    finally:
+        other.stop()
+    assert f"another process answers on port {taken}" in str(raised.value)
+    assert other.requests  # it did answer the readiness completion, which was not taken for ours
+
+
 def test_a_server_that_answers_counts_as_started_only_after_a_completion(
         standin_engine: Path, dummy_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STANDIN_CRASH_AFTER", "1")  # the readiness completion, then nothing
