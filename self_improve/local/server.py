@@ -93,9 +93,8 @@ def listens_on(pid: int, port: int) -> bool | None:
                     cells = row.split()
                     if cells[3] == "0A" and int(cells[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
                         inodes.add(f"socket:[{cells[9]}]")
-        session = [pid] + [int(stat.parent.name) for stat in Path("/proc").glob("[0-9]*/stat")
-                           if _session_of(stat) == pid]
-        return any(_holds(member, inodes) for member in session)
+        return _holds(pid, inodes) or any(_holds(int(stat.parent.name), inodes)
+                                          for stat in Path("/proc").glob("[0-9]*/stat") if _session_of(stat) == pid)
     except OSError:
         return None
 
@@ -335,10 +334,12 @@ class LocalServer:
         assert self.log_path is not None
         text = tail(self.log_path, 200)
         cause = likely_cause(self.returncode, text, self.binary or _installed_library(self.engine))
-        taken = (f"; another process answers on port {self.port}, so it could not listen there"
-                 if self.foreign_answer else "")
-        return (f"the model server exited with code {self.returncode} ({cause}){taken}; "
+        return (f"the model server exited with code {self.returncode} ({cause}){self._port_taken()}; "
                 f"its log: {self.log_path}; last lines:\n{tail(self.log_path)}")
+
+    def _port_taken(self) -> str:
+        """The clause naming another process on the port, when one answered during start."""
+        return f"; another process answers on port {self.port}" if self.foreign_answer else ""
 
     def _wait_until_ready(self) -> None:
         assert self._process is not None and self.log_path is not None
@@ -350,9 +351,8 @@ class LocalServer:
             if remaining <= 0:
                 raise LocalModelError(
                     f"the model server did not answer a completion at {self.base_url} within "
-                    f"{self.startup_timeout_s:g} s"
-                    + (f" (another process answers on port {self.port})" if self.foreign_answer else "")
-                    + f"; last lines of {self.log_path}:\n{tail(self.log_path)}")
+                    f"{self.startup_timeout_s:g} s{self._port_taken()}; "
+                    f"last lines of {self.log_path}:\n{tail(self.log_path)}")
             if self._answers(min(remaining, 60.0)):
                 if listens_on(self._process.pid, self.port) is not False:
                     return
