@@ -129,6 +129,9 @@ class ExitConfig:
     buffer_password_var: str | None = arg(None, "Name of the environment variable holding the Redis password, read "
                                                 "by each worker; null: no password.", check=_password_var)
     request_seeds: bool = arg(False, "Send a fresh `seed` with every request (llama.cpp reseeds only per request).")
+    request_slots: int | None = arg(None, "Most model requests in flight across groups; a group is planned when one "
+                                          "is free for it (give vf-eval -c room for every group); null: no limit.",
+                                    low=1)
     seed: int = arg(0, "Seeds data subsets, selection draws, buffer sampling and request seeds.", low=0)
 
     @property

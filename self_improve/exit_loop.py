@@ -23,7 +23,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ from self_improve.buffer.exit_buffer import ExitBuffer
 from self_improve.buffer.store import BufferStore, StoreUnavailable
 from self_improve.exit_config import ExitConfig
 from self_improve.grouping import Group, Instance, StepKind, Task
+from self_improve.request_slots import RequestSlots
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +187,8 @@ class ExitLoop:
         self._claimed = checkpoint is None
         self._outage = False
         self._last_metrics: dict[str, float] = {}
+        self.slots = RequestSlots(config.request_slots) if config.request_slots is not None else None
+        """The request slots every group of this loop shares (``request_slots``), or None."""
 
     @classmethod
     def from_config(cls, config: ExitConfig) -> ExitLoop:
@@ -243,6 +246,15 @@ class ExitLoop:
             self.store.load_state_dict(state)
             if generators:
                 self._select_rng, self._request_seed_rng = generators["select_rng"], generators["request_seed_rng"]
+
+    def admit(self, requests: int) -> AbstractAsyncContextManager[Any]:
+        """Around planning a group of ``requests`` model requests and sending them: with
+        ``request_slots``, waits until a slot is free for the group (``request_slots.RequestSlots``)."""
+        return self.slots.group(requests) if self.slots is not None else nullcontext()
+
+    def request_slot(self) -> AbstractAsyncContextManager[Any]:
+        """Around one model request: with ``request_slots``, holds one of the slots."""
+        return self.slots.request() if self.slots is not None else nullcontext()
 
     def request_seed(self) -> int:
         """A fresh per-request seed (``request_seeds``)."""

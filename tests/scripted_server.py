@@ -112,6 +112,8 @@ class ScriptedServer:
     requests: list[dict[str, Any]] = field(default_factory=list)
     port: int = 0
     """Port on 127.0.0.1; 0: a free one."""
+    most_in_flight: int = 0
+    """The most chat requests this server was answering at once."""
     golds: dict[str, str] = field(default_factory=dict)
     """Gold answers of other tasksets' requests (request text -> gold), on top of GSM8K's."""
     renderer: Callable[[str, str, str], str] = render
@@ -123,6 +125,7 @@ class ScriptedServer:
         self._gold.update(self.golds)
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._in_flight = 0
         self._httpd: ThreadingHTTPServer | None = None
 
     @property
@@ -149,9 +152,16 @@ class ScriptedServer:
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
                     return
-                status, payload = server.answer(body)
-                if server.delay_s:
-                    time.sleep(server.delay_s)
+                with server._lock:
+                    server._in_flight += 1
+                    server.most_in_flight = max(server.most_in_flight, server._in_flight)
+                try:
+                    status, payload = server.answer(body)
+                    if server.delay_s:
+                        time.sleep(server.delay_s)
+                finally:
+                    with server._lock:
+                        server._in_flight -= 1
                 self._send(status, payload)
 
             def _send(self, status: int, payload: dict[str, Any]) -> None:

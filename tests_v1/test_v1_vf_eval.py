@@ -77,3 +77,11 @@ def test_vf_eval_refuses_a_second_seed(scripted_server: ScriptedServer, tmp_path
         run_vf_eval(scripted_server.url, tmp_path, "-n", "1", "--env.taskset.seed", "3")
     assert "taskset.seed: must equal seed" in failure.value.output
     assert not scripted_server.requests
+
+
+def test_request_slots_cap_model_requests_across_episodes(scripted_server: ScriptedServer, tmp_path: Path) -> None:
+    scripted_server.delay_s = 0.2  # long enough for every admitted request to overlap
+    rows = run_vf_eval(scripted_server.url, tmp_path, "-n", "3", "-c", "3", "--env.rollouts-per-group", "3",
+                       "--env.request-slots", "2", "--env.taskset.num-train-examples", "10")
+    assert len(rows) == 3 and len(scripted_server.requests) == 9
+    assert scripted_server.most_in_flight == 2  # 9 requests of 3 episodes admitted at once, 2 slots

@@ -89,11 +89,17 @@ class ExitEnv(vf.SingleTurnEnv):
             state["sampling_args"] = {**(state.get("sampling_args") or {}), "seed": self.loop.request_seed()}
         return await super().setup_state(state)
 
+    async def get_model_response(self, *args: Any, **kwargs: Any) -> Any:
+        """The model's reply, holding one of the ``request_slots`` while it is generated."""
+        async with self.loop.request_slot():
+            return await super().get_model_response(*args, **kwargs)
+
     async def _run_group_states(self, group_inputs: list[vf.RolloutInput], client: Any, model: str,
                                 sampling_args: vf.SamplingArgs) -> list[vf.State]:
-        plan = await self.loop.aplan(input_task(group_inputs[0]))  # Algorithm 1, lines 3-7
-        inputs = [rewrite_input(row, plan) for row in group_inputs]
-        states = await super()._run_group_states(inputs, client, model, sampling_args)  # line 8
+        async with self.loop.admit(len(group_inputs)):  # request_slots: planned when a slot is free for it
+            plan = await self.loop.aplan(input_task(group_inputs[0]))  # Algorithm 1, lines 3-7
+            inputs = [rewrite_input(row, plan) for row in group_inputs]
+            states = await super()._run_group_states(inputs, client, model, sampling_args)  # line 8
         rollouts = [rollout_of(state, self.parser) for state in states]
         report = await self.loop.afinish(plan, rollouts, self.max_return)  # lines 9-13
         write_report(states, report)

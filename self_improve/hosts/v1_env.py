@@ -194,14 +194,20 @@ class ExitEnv(vf.Env[ExitEnvConfig]):  # type: ignore[valid-type]
     async def run(self, task: vf.Task, agents: vf.Agents) -> None:
         foreign, data = self.foreign, task.data
         fresh = foreign.task_of(task) if foreign else Task(data.task_id, data.question, data.answer)
-        plan = await self.loop.aplan(fresh)  # Algorithm 1, lines 3-7
-        mint = foreign.mint if foreign else mint_step
-        seeds = self.exit_config.request_seeds
-        steps = [mint(task, plan, self.loop.request_seed() if seeds else None)
-                 for _ in range(self.config.rollouts_per_group)]
-        async with asyncio.TaskGroup() as group:  # a raising run cancels its siblings
-            for step in steps:  # line 8
-                group.create_task(agents.agent.run(step))
+        async with self.loop.admit(self.config.rollouts_per_group):  # request_slots: planned when a slot is free
+            plan = await self.loop.aplan(fresh)  # Algorithm 1, lines 3-7
+            mint = foreign.mint if foreign else mint_step
+            seeds = self.exit_config.request_seeds
+            steps = [mint(task, plan, self.loop.request_seed() if seeds else None)
+                     for _ in range(self.config.rollouts_per_group)]
+            async with asyncio.TaskGroup() as group:  # a raising run cancels its siblings
+                for step in steps:  # line 8
+                    group.create_task(self._rollout(agents, step))
+
+    async def _rollout(self, agents: vf.Agents, step: vf.Task) -> None:
+        """One single-turn rollout, holding one of the ``request_slots`` while it runs."""
+        async with self.loop.request_slot():
+            await agents.agent.run(step)
 
     async def finalize(self, task: vf.Task, episode: vf.Episode) -> None:
         traces = list(episode.traces)

@@ -71,8 +71,9 @@ class LocalRunConfig:
     api_key_var: str | None = option(None, "environment variable holding the API key (OPENAI_API_KEY with -b)", "-k")
     num_examples: int = option(8, "questions", "-n")
     rollouts_per_example: int = option(4, "rollouts per group", "-r")
-    max_concurrent: int = option(8, "requests in flight (8: two groups of 4 at a time, so the batch stays full "
-                                    "through a group's last answer)", "-c")
+    max_concurrent: int = option(8, "model requests in flight (the env's request_slots; vf-eval admits every "
+                                    "group): a freed slot goes to the next request, and a group is planned when "
+                                    "one is free for it", "-c")
     max_tokens: int = option(sampling.MAX_TOKENS, "max tokens per response", "-t")
     temperature: float = option(sampling.TEMPERATURE, "sampling temperature", "-T")
     sampling_args: dict[str, Any] | None = option(None, "sampling arguments as JSON, as in vf-eval", "-S")
@@ -128,15 +129,20 @@ def vf_eval_command(config: LocalRunConfig, extra: Sequence[str], base_url: str,
                     key_var: str, local: bool) -> list[str]:
     """The ``vf-eval self-improve ... -s -d`` command line for these settings.
 
-    For the built-in server it adds ``request_seeds``: every rollout of a group
-    gets its own seed, so a run is reproducible and no two rollouts share one.
+    ``-c`` becomes the env's ``request_slots``, and vf-eval's own ``-c`` (which counts
+    whole groups) admits every group, so the slots keep the server's batch full. For the
+    built-in server it adds ``request_seeds``: every rollout of a group gets its own seed,
+    so no two rollouts share one.
     """
-    env_args = {"request_seeds": True, **config.env_args} if local else dict(config.env_args)
+    env_args = {"request_slots": config.max_concurrent, **config.env_args}
+    if local:
+        env_args = {"request_seeds": True, **env_args}
+    admitted = config.num_examples * config.rollouts_per_example
     sampling_args = dict(config.sampling_args or {})
     command = [
         str(Path(sys.executable).with_name("vf-eval")), "self-improve",
         "-m", model, "-b", base_url, "-k", key_var,
-        "-n", str(config.num_examples), "-r", str(config.rollouts_per_example), "-c", str(config.max_concurrent),
+        "-n", str(config.num_examples), "-r", str(config.rollouts_per_example), "-c", str(admitted),
         "-t", str(config.max_tokens), "-T", str(config.temperature),
         "-a", json.dumps(env_args), "-o", str(config.output_dir), "-s", "-d",
     ]

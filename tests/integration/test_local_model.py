@@ -140,6 +140,20 @@ def test_built_in_server_requests_carry_max_tokens_and_a_distinct_seed_each(
     assert len({body.get("seed") for body in bodies}) == 6
 
 
+def test_c_counts_requests_in_flight_across_groups_not_whole_groups(
+        scripted_server: ScriptedServer, tmp_path: Path) -> None:
+    scripted_server.delay_s = 0.2  # long enough for every admitted request to overlap
+    args = _args("-n", "4", "-r", "2", "-c", "3", "-o", str(tmp_path))
+    command = local_model.vf_eval_command(args, [], scripted_server.url, "scripted", "SCRIPTED_KEY", local=True)
+    assert command[command.index("-c") + 1] == "8"  # vf-eval admits every group; the env's slots decide
+    assert json.loads(command[command.index("-a") + 1])["request_slots"] == 3
+    completed = subprocess.run(command, cwd=tmp_path, env={**os.environ, "SCRIPTED_KEY": "x"},
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert len(scripted_server.requests) == 8
+    assert scripted_server.most_in_flight == 3  # a group's idle slot went to the next group's request
+
+
 def test_other_endpoints_get_exactly_the_vf_eval_flags(scripted_server: ScriptedServer, tmp_path: Path) -> None:
     args = _args("-b", scripted_server.url, "-m", "scripted", "-n", "1", "-r", "2", "-t", "50", "-o", str(tmp_path))
     command = local_model.vf_eval_command(args, [], scripted_server.url, "scripted", "SCRIPTED_KEY", local=False)

@@ -1,0 +1,104 @@
+"""Request slots (``request_slots``): the batch stays full, and each group is planned when a slot is free for it."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from self_improve.request_slots import RequestSlots
+
+
+@dataclass
+class Trace:
+    """What a simulated run did, in event-loop order."""
+
+    events: list[tuple[str, str]] = field(default_factory=list)
+    most_in_flight: int = 0
+    in_flight_at_plan: list[int] = field(default_factory=list)
+
+
+async def run_group(slots: RequestSlots, trace: Trace, name: str, durations: list[float]) -> None:
+    """A host's group: plan inside the admission, then one request per duration, concurrently."""
+
+    async def request(index: int, duration: float) -> None:
+        async with slots.request():
+            trace.most_in_flight = max(trace.most_in_flight, slots.in_flight)
+            trace.events.append(("start", f"{name}{index}"))
+            await asyncio.sleep(duration)
+        trace.events.append(("end", f"{name}{index}"))
+
+    async with slots.group(len(durations)):
+        trace.in_flight_at_plan.append(slots.in_flight)
+        trace.events.append(("plan", name))
+        await asyncio.sleep(0)  # planning may await (a remote store)
+        await asyncio.gather(*(request(index, duration) for index, duration in enumerate(durations)))
+
+
+async def run_all(size: int, groups: dict[str, list[float]]) -> Trace:
+    slots, trace = RequestSlots(size), Trace()
+    await asyncio.gather(*(run_group(slots, trace, name, durations) for name, durations in groups.items()))
+    assert slots.in_flight == 0
+    return trace
+
+
+def test_a_freed_slot_goes_to_the_next_group_instead_of_idling_through_the_tail() -> None:
+    trace = asyncio.run(run_all(2, {"a": [0.30, 0.01], "b": [0.01, 0.01]}))
+    events = trace.events
+    assert events.index(("plan", "b")) < events.index(("end", "a0"))  # b starts during a's long answer
+    assert events.index(("start", "b0")) < events.index(("end", "a0"))
+
+
+def test_a_group_is_planned_only_when_a_slot_is_free_for_it() -> None:
+    trace = asyncio.run(run_all(2, {"a": [0.05, 0.05], "b": [0.01]}))
+    events = trace.events
+    assert events.index(("plan", "b")) > min(events.index(("end", "a0")), events.index(("end", "a1")))
+
+
+def test_the_next_group_is_planned_after_every_request_of_the_earlier_group_has_queued() -> None:
+    trace = asyncio.run(run_all(1, {"a": [0.02, 0.02, 0.02], "b": [0.01]}))
+    starts = [name for kind, name in trace.events if kind == "start"]
+    assert starts == ["a0", "a1", "a2", "b0"]
+    assert trace.events.index(("plan", "b")) > trace.events.index(("start", "a2"))
+
+
+def test_a_group_that_fails_before_its_requests_gives_its_slot_back() -> None:
+    async def scenario() -> Trace:
+        slots, trace = RequestSlots(1), Trace()
+        with pytest.raises(RuntimeError, match="planning failed"):
+            async with slots.group(2):
+                raise RuntimeError("planning failed")
+        await run_group(slots, trace, "b", [0.0, 0.0])
+        return trace
+
+    trace = asyncio.run(scenario())
+    assert [name for kind, name in trace.events if kind == "end"] == ["b0", "b1"]
+
+
+def test_slots_serve_one_event_loop_after_another() -> None:
+    slots = RequestSlots(1)
+    for _ in range(2):
+        trace = Trace()
+        asyncio.run(run_group(slots, trace, "a", [0.0, 0.0]))
+        assert [kind for kind, _ in trace.events].count("end") == 2
+
+
+def test_fewer_than_one_slot_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match=r"request_slots: must be >= 1, got 0"):
+        RequestSlots(0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(size=st.integers(1, 4),
+       groups=st.lists(st.lists(st.sampled_from([0.0, 0.001, 0.003]), min_size=1, max_size=4), min_size=1,
+                       max_size=6))
+def test_never_more_requests_in_flight_than_slots_and_groups_planned_in_arrival_order(
+        size: int, groups: list[list[float]]) -> None:
+    trace = asyncio.run(run_all(size, {f"g{index}-": durations for index, durations in enumerate(groups)}))
+    assert trace.most_in_flight <= size
+    assert all(count < size for count in trace.in_flight_at_plan)  # the group's own slot was free
+    assert [name for kind, name in trace.events if kind == "plan"] == [f"g{index}-" for index in range(len(groups))]
+    assert sum(kind == "end" for kind, _ in trace.events) == sum(map(len, groups))
