@@ -24,10 +24,11 @@ import urllib.error
 import urllib.request
 from datetime import datetime
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 
 from self_improve.local.build import ENGINE_REQUIREMENT, amx_instruction_count, cmake_args
 from self_improve.local.cpu import FALLBACK, require_avx2
+from self_improve.local.processes import STOP_GRACE_S, raise_on_sigterm, stop_process
 from self_improve.local.weights import MODEL_NAME, LocalModelError
 
 __all__ = ["DEFAULT_ENGINE", "DEFAULT_N_CTX", "DEFAULT_PARALLEL", "DEFAULT_STARTUP_TIMEOUT_S", "ENGINES",
@@ -41,8 +42,7 @@ DEFAULT_N_CTX: int = 4096
 """Context length per slot in tokens: a self-improve prompt holding a 768-token previous answer needs about 1,300."""
 
 DEFAULT_PARALLEL: int = 8
-"""Slots decoded together (continuous batching): two default groups of 4 at once, so one group's
-long last answer decodes beside the next group instead of alone."""
+"""Slots decoded together (continuous batching); ``self-improve-local -c`` keeps them all busy."""
 
 ENGINES: tuple[str, ...] = ("prebuilt", "compiled")
 """``prebuilt``: the ``xllamacpp`` wheel (``local`` extra, AVX2, nothing compiled); ``compiled``:
@@ -54,9 +54,6 @@ DEFAULT_ENGINE: str = "prebuilt"
 
 PREBUILT_REQUIREMENT: str = "xllamacpp==2026.10.11549"
 """The registry package of the prebuilt engine (the ``local`` extra pins it)."""
-
-STOP_GRACE_S: float = 10.0
-"""Seconds between SIGTERM and SIGKILL when stopping the server."""
 
 READY_PROMPT: list[dict[str, str]] = [{"role": "user", "content": "Say OK."}]
 """The one short completion that proves the server answers."""
@@ -387,20 +384,3 @@ class LocalServer:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
         self.stop()
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL after :data:`STOP_GRACE_S` seconds if it is still there; nothing if it has exited."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM handler: turn ``kill PID`` into ``SystemExit`` so ``with`` blocks
-    unwind, the server this process started is stopped and outputs are written."""
-    raise SystemExit(128 + signum)
