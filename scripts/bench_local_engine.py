@@ -11,7 +11,8 @@ For each installed engine it measures, engines alternating, ``--reps`` batches e
   wall time, and where it went (an estimate from the server log's token counts): start-up
   (until the server answered), prompts (evaluated prompt tokens over the prompt rate), decoding
   at full batch (completion tokens over the engine's 8-concurrent rate) and the rest (tails:
-  fewer busy slots than the batch holds, and vf-eval's own time).
+  fewer busy slots than the batch holds, and vf-eval's own time); seconds by requests in flight
+  (from results.jsonl), groups drawn from the buffer and failed rollouts.
 
 It also counts AMX instructions in each engine's machine code (``objdump``; must be 0). An
 engine that is not installed is named with its install command and left out; with none, exit 2.
@@ -42,6 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from self_improve import gsm8k_data, prompts  # noqa: E402
 from self_improve.local.build import amx_instruction_count  # noqa: E402
+from self_improve.local.cli import find_results, summarize  # noqa: E402
 from self_improve.local.server import ENGINES, LocalModelError, LocalServer, engine_command, engine_library  # noqa: E402
 from self_improve.local.weights import ensure_model  # noqa: E402
 
@@ -126,10 +128,28 @@ def main_job(engine: str, output: Path, extra: list[str], full_batch_rate: float
     sums = log_timings(output / "server.log")
     at_full_batch = sums["decode_tokens"] / full_batch_rate
     prompt_s = sums["prompt_tokens"] / prompt_per_s
+    rows = [json.loads(line) for line in find_results(output).read_text().splitlines() if line.strip()]
+    summary = summarize(rows)
     return {"wall_s": wall, "startup_s": ready_s or 0.0, "prompt_s": prompt_s,
             "prompt_tokens": sums["prompt_tokens"], "completion_tokens": sums["decode_tokens"],
             "decode_at_full_batch_s": at_full_batch,
-            "tails_and_rest_s": wall - (ready_s or 0.0) - prompt_s - at_full_batch}
+            "tails_and_rest_s": wall - (ready_s or 0.0) - prompt_s - at_full_batch,
+            "seconds_by_requests_in_flight": seconds_by_requests_in_flight(rows),
+            "groups_from_buffer": summary["groups_from_buffer"], "failed": summary["errors"]}
+
+
+def seconds_by_requests_in_flight(rows: list[dict]) -> dict[str, float]:
+    """Seconds of the job's generation span with k requests in flight (from each rollout's
+    generation start and end in results.jsonl), by k: how full the server's batch was."""
+    events = sorted(edge for row in rows for edge in ((row["timing"]["generation"]["start"], 1),
+                                                      (row["timing"]["generation"]["end"], -1)))
+    by_count: dict[str, float] = {}
+    in_flight, last = 0, events[0][0]
+    for moment, step in events:
+        if in_flight:
+            by_count[str(in_flight)] = by_count.get(str(in_flight), 0.0) + moment - last
+        in_flight, last = in_flight + step, moment
+    return dict(sorted(by_count.items(), key=lambda item: int(item[0])))
 
 
 def main() -> None:
