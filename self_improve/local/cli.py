@@ -77,8 +77,9 @@ class LocalRunConfig:
     max_tokens: int = option(sampling.MAX_TOKENS, "max tokens per response", "-t")
     temperature: float = option(sampling.TEMPERATURE, "sampling temperature", "-T")
     sampling_args: dict[str, Any] | None = option(None, "sampling arguments as JSON, as in vf-eval", "-S")
-    env_args: dict[str, Any] = option({}, 'environment arguments as JSON, merged over the defaults '
-                                          '({"request_seeds": true} for the built-in server)', "-a")
+    env_args: dict[str, Any] = option({}, 'environment arguments as JSON, merged over the run\'s own '
+                                          '(request_slots: -c; min_buffer_size: -r; request_seeds: true for the '
+                                          'built-in server)', "-a")
     output_dir: Path | None = option(None, "where results and the server log go "
                                            "(default outputs/self-improve-local/<time>)", "-o")
     max_failed_share: float = option(0.1, "exit 1 when more than this share of rollouts failed (0: any failure)")
@@ -107,7 +108,16 @@ class LocalRunConfig:
             raise ValueError(f"engine: must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if not 0.0 <= self.max_failed_share <= 1.0:
             raise ValueError(f"max_failed_share: must be in [0, 1], got {self.max_failed_share}")
-        resolve_config(dict(self.env_args))  # a bad env arg (a password in buffer_url too) stops here, not in vf-eval
+        resolve_config(self.env_arguments)  # a bad env arg (a password in buffer_url too) stops here, not in vf-eval
+
+    @property
+    def env_arguments(self) -> dict[str, Any]:
+        """The env's arguments: ``-a`` over the run's own. ``-c`` is ``request_slots`` (vf-eval,
+        whose ``-c`` counts whole groups, admits every group, so the slots keep the server's batch
+        full); the buffer is sampled once one group is scored (``min_buffer_size`` = ``-r``: at the
+        default 8 x 4, Table 4's 128 instances per 128 x 8 rollouts, one eighth of a step)."""
+        return {"request_slots": self.max_concurrent, "min_buffer_size": self.rollouts_per_example,
+                **self.env_args}
 
     @property
     def local(self) -> bool:
@@ -129,12 +139,11 @@ def vf_eval_command(config: LocalRunConfig, extra: Sequence[str], base_url: str,
                     key_var: str, local: bool) -> list[str]:
     """The ``vf-eval self-improve ... -s -d`` command line for these settings.
 
-    ``-c`` becomes the env's ``request_slots``, and vf-eval's own ``-c`` (which counts
-    whole groups) admits every group, so the slots keep the server's batch full. For the
-    built-in server it adds ``request_seeds``: every rollout of a group gets its own seed,
-    so no two rollouts share one.
+    The env arguments are :attr:`LocalRunConfig.env_arguments`; for the built-in server
+    they add ``request_seeds``: every rollout of a group gets its own seed, so no two
+    rollouts share one. vf-eval's ``-c`` admits every group (the env's slots decide).
     """
-    env_args = {"request_slots": config.max_concurrent, **config.env_args}
+    env_args = config.env_arguments
     if local:
         env_args = {"request_seeds": True, **env_args}
     admitted = config.num_examples * config.rollouts_per_example
