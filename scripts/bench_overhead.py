@@ -15,7 +15,7 @@ Four measurements, printed as Markdown tables:
    two processes: docs/benchmarks.md). Wall and CPU time of every run,
    medians and the median of the paired ratios b/a; a tiny run (-n 1 -r 1)
    of each measures start-up.
-2. In process: ``env.run_group`` for both environments with an in-process
+2. In process (``scripts/bench_in_process.py``): ``env.run_group`` for both environments with an in-process
    instant OpenAI transport (the scripted server's answers, no socket, no
    worker process): time per group and b/a, and where the difference goes
    (the hook's buffer calls timed as the run makes them, the rubric timed
@@ -70,8 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="section 1: pairs of runs, the order (or the CPUs) swapped each pair (default 6)")
     parser.add_argument("--groups", type=int, default=1200,
                         help="section 2: timed groups per environment in the in-process run (default 1200)")
-    parser.add_argument("--pairs", type=int, default=12,
-                        help="section 2: interleaved pairs of blocks, the order swapped each pair (default 12)")
+    parser.add_argument("--pairs", type=int, default=24,
+                        help="section 2: interleaved pairs of blocks, the order swapped each pair (default 24)")
     parser.add_argument("--skip-vf-eval", action="store_true", help="skip section 1 (the slow end-to-end runs)")
     parser.add_argument("--no-start-up", action="store_true",
                         help="section 1: skip the -n 1 -r 1 runs that measure start-up (more pairs per hour)")
