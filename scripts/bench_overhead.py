@@ -15,7 +15,7 @@ Four measurements, printed as Markdown tables:
    two processes: docs/benchmarks.md). Wall and CPU time of every run,
    medians and the median of the paired ratios b/a; a tiny run (-n 1 -r 1)
    of each measures start-up.
-2. In process: ``env.run_group`` for both environments with an in-process
+2. In process (``scripts/bench_in_process.py``): ``env.run_group`` for both environments with an in-process
    instant OpenAI transport (the scripted server's answers, no socket, no
    worker process): time per group and b/a, and where the difference goes
    (the hook's buffer calls timed as the run makes them, the rubric timed
@@ -32,8 +32,6 @@ Four measurements, printed as Markdown tables:
 from __future__ import annotations
 
 import argparse
-import asyncio
-import gc
 import json
 import os
 import statistics
@@ -41,8 +39,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,16 +49,12 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH_ENVS = REPO / "scripts" / "bench_envs"
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(BENCH_ENVS), str(REPO / "scripts")]
 
+import bench_in_process as in_process  # noqa: E402
+from bench_in_process import G, per_op_us  # noqa: E402
 from vf_eval_runs import Job, run_at_once, vf_eval_run  # noqa: E402
-
-G: int = 8
-"""Rollouts per group in sections 2-4 (the paper's group size)."""
 
 SIZES: tuple[int, ...] = (512, 10_000, 100_000)
 """Buffer capacities of section 3."""
-
-IN_PROCESS_PAIRS: int = 6
-"""Section 2: interleaved pairs of timed runs, the order swapped each pair."""
 
 RESPONSE_CHARS: int = 4_000
 """About 1,000 tokens of English text, the response length of section 4."""
@@ -75,8 +68,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-c", "--max-concurrent", type=int, default=64, help="vf-eval -c (default 64)")
     parser.add_argument("--reps", type=int, default=6,
                         help="section 1: pairs of runs, the order (or the CPUs) swapped each pair (default 6)")
-    parser.add_argument("--groups", type=int, default=600,
-                        help="groups per environment in the in-process run (default 600)")
+    parser.add_argument("--groups", type=int, default=1200,
+                        help="section 2: timed groups per environment in the in-process run (default 1200)")
+    parser.add_argument("--pairs", type=int, default=24,
+                        help="section 2: interleaved pairs of blocks, the order swapped each pair (default 24)")
     parser.add_argument("--skip-vf-eval", action="store_true", help="skip section 1 (the slow end-to-end runs)")
     parser.add_argument("--no-start-up", action="store_true",
                         help="section 1: skip the -n 1 -r 1 runs that measure start-up (more pairs per hour)")
@@ -86,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="section 1: run the two runs of a pair at once, one per CPU (default), or one "
                              "after the other")
     args = parser.parse_args(argv)
-    for name in ("num_examples", "rollouts_per_example", "max_concurrent", "reps", "groups"):
+    for name in ("num_examples", "rollouts_per_example", "max_concurrent", "reps", "groups", "pairs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(args, name)}")
     return args
@@ -171,187 +166,9 @@ def vf_eval_table(args: argparse.Namespace, wall: dict[tuple[str, str], list[flo
 # ---------------------------------------------------------------- section 2: in process
 
 
-def instant_client() -> Any:
-    """A verifiers client whose OpenAI transport answers in process from the scripted server's logic."""
-    import httpx
-    from openai import AsyncOpenAI
-    from verifiers.clients.openai_chat_completions_client import OpenAIChatCompletionsClient
-
-    from scripted_server import ScriptedServer
-
-    scripted = ScriptedServer()
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        status, payload = scripted.answer(json.loads(request.content))
-        return httpx.Response(status, json=payload)
-
-    transport = httpx.AsyncClient(transport=httpx.MockTransport(handle))
-    return OpenAIChatCompletionsClient(AsyncOpenAI(base_url="http://instant/v1", api_key="x", http_client=transport))
-
-
-async def seconds_per_group(env: Any, client: Any, groups: int, concurrency: int) -> float:
-    """Mean wall time per group of ``env.run_group`` over ``groups`` test questions,
-    ``concurrency`` groups in flight (as vf-eval's -c / -r)."""
-    limit = asyncio.Semaphore(concurrency)
-    rows = [dict(env.eval_dataset[i % len(env.eval_dataset)]) for i in range(groups)]
-
-    async def one(row: dict[str, Any]) -> None:
-        async with limit:
-            await env.run_group([dict(row) for _ in range(G)], client, "scripted", {"max_tokens": 64})
-
-    started = time.perf_counter()
-    await asyncio.gather(*(one(row) for row in rows))
-    return (time.perf_counter() - started) / groups
-
-
-def rubric_score_group_us(env: Any, client: Any) -> float:
-    """Median us of scoring one finished group with the environment's rubric, the
-    per-rollout reward and metric functions included (the hook is bypassed to get the states)."""
-    import verifiers as vf
-
-    from self_improve.exit_loop import GroupPlan
-    from self_improve.hosts.classic import input_task, rewrite_input
-
-    row = dict(env.eval_dataset[0])
-    plan = GroupPlan("base", input_task(row))
-    inputs = [rewrite_input(row, plan) if hasattr(env, "loop") else dict(row) for _ in range(G)]
-    states = asyncio.run(vf.SingleTurnEnv._run_group_states(env, inputs, client, "scripted", {"max_tokens": 64}))
-    loop = asyncio.new_event_loop()
-    try:
-        return per_op_us(lambda: loop.run_until_complete(env.rubric.score_group(states)), min_ops=200)
-    finally:
-        loop.close()
-
-
-def rubric_functions(env: Any) -> int:
-    """Reward and metric functions the environment's rubric calls, the library's own included."""
-    return sum(len(rubric.funcs) for rubric in getattr(env.rubric, "rubrics", [env.rubric]))
-
-
-def per_op_us(operation: Callable[[], object], min_ops: int = 20, budget_s: float = 1.0) -> float:
-    """Median microseconds of ``operation`` over at least ``min_ops`` calls or ``budget_s`` seconds."""
-    samples: list[float] = []
-    deadline = time.perf_counter() + budget_s
-    while len(samples) < min_ops or time.perf_counter() < deadline:
-        started = time.perf_counter()
-        operation()
-        samples.append(time.perf_counter() - started)
-        if len(samples) >= 100_000:
-            break
-    return statistics.median(samples) * 1e6
-
-
-@contextmanager
-def worker_gc() -> Iterator[None]:
-    """The garbage collector as vf-eval's env worker sets it (verifiers ``serve/server/env_worker.py``:
-    ``gc.collect(); gc.freeze(); gc.set_threshold(150_000, 10, 10)``), restored afterwards.
-
-    With the default thresholds a full collection of this process's heap (both environments' datasets,
-    verifiers, the scripted server's log) takes about 250 ms and comes every 100-200 groups: it lands in
-    one environment's timing or the other's, which made this section bimodal."""
-    thresholds = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(150_000, 10, 10)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
-
-
-def timed(record: list[float], function: Callable[..., Any]) -> Callable[..., Any]:
-    """``function``, appending the wall time of each call to ``record``: instruments the
-    buffer calls the real hook makes, on the buffer state the run really produces."""
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            record.append(time.perf_counter() - started)
-
-    return wrapper
-
-
 def bench_in_process(args: argparse.Namespace) -> list[str]:
-    """Section 2: whole groups in process, and where the difference goes."""
-    import plain_gsm8k
-
-    from self_improve.buffer.checkpoint import write_state
-    from self_improve.exit_loop import Rollout
-    from self_improve.hosts.classic import input_task, load_environment, rewrite_input
-
-    plain, exit_env = plain_gsm8k.load_environment(), load_environment(strategy="diverge")
-    buffer = exit_env.buffer
-    calls: dict[str, list[float]] = {"sample": [], "observe": [], "metrics": []}
-    for name, record in calls.items():
-        setattr(buffer, name, timed(record, getattr(buffer, name)))
-    concurrency = max(1, args.max_concurrent // args.rollouts_per_example)
-    client = instant_client()
-    timings: dict[str, list[float]] = {"a": [], "b": []}
-    cpu_times: dict[str, list[float]] = {"a": [], "b": []}
-    per_rep = max(1, args.groups // IN_PROCESS_PAIRS)
-    envs = {"a": plain, "b": exit_env}
-
-    async def interleaved() -> None:
-        for pair in range(IN_PROCESS_PAIRS):
-            for name in ("a", "b") if pair % 2 == 0 else ("b", "a"):  # a b, b a, ...: order favours neither
-                cpu_started = time.process_time()  # the whole process: state_to_output runs in worker threads
-                timings[name].append(await seconds_per_group(envs[name], client, per_rep, concurrency))
-                cpu_times[name].append((time.process_time() - cpu_started) / per_rep)
-
-    with worker_gc():
-        asyncio.run(interleaved())
-    a_us, b_us = statistics.median(timings["a"]) * 1e6, statistics.median(timings["b"]) * 1e6
-    a_cpu_us, b_cpu_us = statistics.median(cpu_times["a"]) * 1e6, statistics.median(cpu_times["b"]) * 1e6
-    paired_wall = statistics.median(b / a for a, b in zip(timings["a"], timings["b"], strict=True))
-    paired_cpu = statistics.median(b / a for a, b in zip(cpu_times["a"], cpu_times["b"], strict=True))
-    in_hook = {f"buffer.{name}() (real calls, mean per group)": sum(record) / (IN_PROCESS_PAIRS * per_rep) * 1e6
-               for name, record in calls.items()}
-
-    row = dict(exit_env.eval_dataset[0])
-    plan = exit_env.loop.plan(input_task(row))
-    rollouts = [Rollout(f"response {i}", float(i % 2), bool(i % 2)) for i in range(G)]
-
-    def build_group() -> float:
-        return plan.group([r.response for r in rollouts], [r.reward for r in rollouts],
-                          [r.correct for r in rollouts], exit_env.max_return).learnability
-
-    in_hook[f"rewrite_input x {G}"] = per_op_us(lambda: [rewrite_input(row, plan) for _ in range(G)])
-    in_hook["plan.group(...) + learnability"] = per_op_us(build_group)
-    hook_us = sum(in_hook.values())
-    rubric_us = {name: rubric_score_group_us(env, client) for name, env in (("a", plain), ("b", exit_env))}
-    rubric_extra = rubric_us["b"] - rubric_us["a"]
-    rest_us = b_us - a_us - hook_us - rubric_extra
-    with tempfile.TemporaryDirectory() as folder:
-        persist_ms = per_op_us(lambda: write_state(buffer.state_dict(), Path(folder) / "buffer.json"), min_ops=5) / 1e3
-    return [
-        f"In process: `env.run_group` on {per_rep} test questions x {IN_PROCESS_PAIRS} interleaved pairs "
-        f"(order swapped each pair), G={G}, {concurrency} groups in flight, the scripted server's answers through "
-        "an in-process transport, with the garbage collector set as vf-eval's env worker sets it (`gc.freeze()`, "
-        "threshold 150,000). CPU time is the whole process's (verifiers runs `state_to_output` in worker threads):",
-        "",
-        "| | (a) plain GSM8K | (b) self-improve, ExIt on | b/a (median of the paired ratios) |",
-        "|---|---|---|---|",
-        f"| wall us per group (median) | {a_us:,.0f} | {b_us:,.0f} | **{paired_wall:.3f}** |",
-        f"| CPU us per group (median) | {a_cpu_us:,.0f} | {b_cpu_us:,.0f} | **{paired_cpu:.3f}** |",
-        "",
-        "Where (b) - (a) goes, us per group:",
-        "",
-        "| part | us per group | share of a plain group |",
-        "|---|---|---|",
-        *[f"| hook: {name} | {us:,.0f} | {us / a_us:.1%} |" for name, us in in_hook.items()],
-        f"| rubric: {rubric_functions(exit_env)} reward/metric functions vs {rubric_functions(plain)} "
-        f"(`env.rubric.score_group`: {rubric_us['b']:,.0f} vs "
-        f"{rubric_us['a']:,.0f}) | {rubric_extra:,.0f} | {rubric_extra / a_us:.1%} |",
-        "| rest (prompts, info and metrics per row, `state_to_output` in worker threads, noise between runs) "
-        f"| {rest_us:,.0f} | {rest_us / a_us:.1%} |",
-        f"| total difference | {b_us - a_us:,.0f} | {(b_us - a_us) / a_us:.1%} |",
-        "",
-        f"Not in the run above (no `buffer_path`): saving the buffer ({len(buffer)} instances) with "
-        f"`state_dict` + `write_state` takes {persist_ms:.1f} ms, off the event loop and coalesced.",
-    ]
+    """Section 2 (``scripts/bench_in_process.py``): whole groups in process, and where the difference goes."""
+    return in_process.bench_in_process(args.groups, args.pairs, args.max_concurrent, args.rollouts_per_example)
 
 
 # ---------------------------------------------------------------- sections 3-4: buffer scaling, memory

@@ -34,8 +34,15 @@ def input_task(row: vf.RolloutInput) -> Task:
 
 def rewrite_input(row: vf.RolloutInput, plan: GroupPlan) -> vf.RolloutInput:
     """A copy of one rollout input carrying the plan's prompt, answer and step info."""
-    return {**row, "prompt": plan.messages(), "answer": plan.task.answer,  # type: ignore[return-value]
-            "info": {**_info_dict(row.get("info")), **plan.info()}}
+    return rewrite_inputs([row], plan)[0]
+
+
+def rewrite_inputs(rows: list[vf.RolloutInput], plan: GroupPlan) -> list[vf.RolloutInput]:
+    """``rewrite_input`` for each row of a group, the plan's prompt and step info built once: the
+    rows share the prompt's messages, which verifiers deep-copies into each rollout's state."""
+    messages, step = plan.messages(), plan.info()
+    return [{**row, "prompt": messages, "answer": plan.task.answer,  # type: ignore[misc]
+             "info": {**_info_dict(row.get("info")), **step}} for row in rows]
 
 
 def rollout_of(state: vf.State, parser: vf.Parser) -> Rollout:
@@ -98,7 +105,7 @@ class ExitEnv(vf.SingleTurnEnv):
                                 sampling_args: vf.SamplingArgs) -> list[vf.State]:
         async with self.loop.admit(len(group_inputs)):  # request_slots: planned when a slot is free for it
             plan = await self.loop.aplan(input_task(group_inputs[0]))  # Algorithm 1, lines 3-7
-            inputs = [rewrite_input(row, plan) for row in group_inputs]
+            inputs = rewrite_inputs(group_inputs, plan)
             states = await super()._run_group_states(inputs, client, model, sampling_args)  # line 8
         rollouts = [rollout_of(state, self.parser) for state in states]
         report = await self.loop.afinish(plan, rollouts, self.max_return)  # lines 9-13

@@ -299,3 +299,16 @@ def test_draws_stay_exact_when_every_weight_underflows() -> None:
     top = max(buffer.instances(), key=lambda i: i.score)
     assert 0 < top.score < 0.25 - 745 / 20_000
     assert {buffer.sample().instance_id for _ in range(50)} == {top.instance_id}
+
+
+WHITESPACE = "".join(chr(c) for c in range(0x3001) if chr(c).isspace())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(WHITESPACE + "ab\\{}5 é"), max_size=30))
+def test_normalize_response_is_the_regex_whitespace_collapse(text: str) -> None:
+    import re
+
+    from self_improve.buffer.state import normalize_response
+
+    assert normalize_response(text) == re.sub(r"\s+", " ", text).strip()

@@ -174,3 +174,20 @@ def test_an_argument_that_would_fail_later_is_refused_naming_it_before_any_data_
 def test_buffer_path_and_buffer_url_together_are_refused() -> None:
     with pytest.raises(ValueError, match="^buffer_path: must be null with buffer_url"):
         load_environment(buffer_path="b.json", buffer_url="redis://127.0.0.1:6379/0")
+
+
+def test_rewrite_inputs_builds_the_prompt_once_and_gives_each_row_its_own_info() -> None:
+    from self_improve.exit_loop import GroupPlan
+    from self_improve.grouping import Instance, Task
+    from self_improve.hosts.classic import rewrite_input, rewrite_inputs
+
+    task = Task("train-3", "What is 2+3?", "5")
+    parent = Instance(instance_id=7, task=task, iterates=("It is 6.",), iterate_correct=(False,), score=0.25,
+                      parent_id=None, created_step=1, scored_step=1)
+    rows = [{"prompt": [], "answer": "5", "info": {"task_id": "train-3", "question": task.question}, "example_id": i}
+            for i in range(3)]
+    for plan in (GroupPlan("base", task), GroupPlan("improve", task, parent)):
+        rewritten = rewrite_inputs(rows, plan)
+        assert rewritten == [rewrite_input(row, plan) for row in rows]
+        assert rewritten[0]["info"] is not rewritten[1]["info"]
+        assert rewritten[0]["info"]["parent_id"] == (7 if plan.instance else None)
