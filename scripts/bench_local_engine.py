@@ -11,7 +11,7 @@ For each installed engine it measures, engines alternating, ``--reps`` batches e
   wall time, and where it went (an estimate from the server log's token counts): start-up
   (until the server answered), prompts (evaluated prompt tokens over the prompt rate), decoding
   at full batch (completion tokens over the engine's 8-concurrent rate) and the rest (tails:
-  fewer busy slots than the batch holds, and vf-eval's own time); seconds by requests in flight
+  fewer busy slots than the batch holds, and vf-eval's own time); seconds by rollouts in progress
   (from results.jsonl), groups drawn from the buffer and failed rollouts.
 
 It also counts AMX instructions in each engine's machine code (``objdump``; must be 0). An
@@ -134,13 +134,14 @@ def main_job(engine: str, output: Path, extra: list[str], full_batch_rate: float
             "prompt_tokens": sums["prompt_tokens"], "completion_tokens": sums["decode_tokens"],
             "decode_at_full_batch_s": at_full_batch,
             "tails_and_rest_s": wall - (ready_s or 0.0) - prompt_s - at_full_batch,
-            "seconds_by_requests_in_flight": seconds_by_requests_in_flight(rows),
+            "seconds_by_rollouts_in_progress": seconds_by_rollouts_in_progress(rows),
             "groups_from_buffer": summary["groups_from_buffer"], "failed": summary["errors"]}
 
 
-def seconds_by_requests_in_flight(rows: list[dict]) -> dict[str, float]:
-    """Seconds of the job's generation span with k requests in flight (from each rollout's
-    generation start and end in results.jsonl), by k: how full the server's batch was."""
+def seconds_by_rollouts_in_progress(rows: list[dict]) -> dict[str, float]:
+    """Seconds of the job's generation span with k rollouts in progress (from each rollout's
+    generation start and end in results.jsonl), by k. A rollout waiting for one of the env's
+    request slots counts as in progress, so k above the server's slots means a full batch."""
     events = sorted(edge for row in rows for edge in ((row["timing"]["generation"]["start"], 1),
                                                       (row["timing"]["generation"]["end"], -1)))
     by_count: dict[str, float] = {}
