@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass
@@ -29,7 +29,7 @@ class _Admission:
     to_queue: int
     lock: asyncio.Lock
     prepaid: bool = True
-    open: bool = field(default=True)
+    open: bool = True
 
     def queued(self) -> None:
         self.to_queue -= 1
@@ -56,7 +56,8 @@ class RequestSlots:
         self.in_flight = 0
         """Requests holding a slot now."""
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._free, self._admission = asyncio.Semaphore(size), asyncio.Lock()
+        self._free: asyncio.Semaphore  # made by _bind, for the running event loop
+        self._admission: asyncio.Lock
         self._group: ContextVar[_Admission | None] = ContextVar(f"request_slots_{id(self)}", default=None)
 
     @asynccontextmanager
@@ -85,12 +86,11 @@ class RequestSlots:
         """Hold a slot for one model request (the group's prepaid one first)."""
         self._bind()
         admission = self._group.get()
-        if admission is not None and admission.prepaid:
+        prepaid = admission is not None and admission.prepaid
+        if admission is not None:
             admission.prepaid = False
-            admission.queued()
-        else:
-            if admission is not None:
-                admission.queued()  # the next group is admitted behind this request, not before it
+            admission.queued()  # the next group is admitted behind this request, not before it
+        if not prepaid:
             await self._free.acquire()
         self.in_flight += 1
         try:
