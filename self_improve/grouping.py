@@ -25,8 +25,6 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any, Literal
 
-import numpy as np
-
 StepKind = Literal["base", "improve", "diverge"]
 STEP_KINDS: tuple[StepKind, ...] = ("base", "improve", "diverge")
 
@@ -93,14 +91,17 @@ class Group:
 
     @cached_property
     def learnability(self) -> float:
-        """S = population variance of the returns rescaled into [0, 1] (0 for G=1); computed once."""
-        return float(np.var(np.asarray(self.returns, dtype=np.float64) / self.max_return))
+        """S = population variance of the returns rescaled into [0, 1] (0 for G=1); computed once, in
+        plain Python (a group is a handful of numbers: numpy costs more to call than the sums do)."""
+        scaled = [value / self.max_return for value in self.returns]
+        mean = math.fsum(scaled) / len(scaled)
+        return math.fsum((value - mean) ** 2 for value in scaled) / len(scaled)
 
     @cached_property
     def advantages(self) -> tuple[float, ...]:
-        """Mean-centred GRPO advantages A_i = r_i - mean(r), as verifiers computes them; computed once."""
-        returns = np.asarray(self.returns, dtype=np.float64)
-        return tuple(float(a) for a in returns - returns.mean())
+        """Mean-centred GRPO advantages A_i = r_i - mean(r), with verifiers' own sum; computed once."""
+        mean = sum(self.returns) / len(self.returns)
+        return tuple(value - mean for value in self.returns)
 
     @property
     def previous(self) -> str:

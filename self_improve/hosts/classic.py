@@ -61,10 +61,13 @@ def rollout_of(state: vf.State, parser: vf.Parser) -> Rollout:
 
 
 def write_report(states: list[vf.State], report: GroupReport) -> None:
-    """Metrics, shaped rewards or advantages, and failures back into the rollouts' states."""
+    """Metrics (and ``group_accuracy``, the fraction of the group that solved its prompt), shaped
+    rewards or advantages, and failures back into the rollouts' states."""
+    accuracy = sum(report.group.correct) / len(report.group.correct)
     for state, metrics, reward, advantage, problem in zip(states, report.metrics, report.rewards,
                                                           report.advantages, report.failures, strict=True):
         state["metrics"].update(metrics)
+        state["metrics"]["group_accuracy"] = accuracy
         if report.bonus is not None:
             state["reward"], state["advantage"] = reward, advantage
             for step in state["trajectory"]:
@@ -81,6 +84,12 @@ class ExitEnv(vf.SingleTurnEnv):
         super().__init__(**kwargs)
         self.loop = loop
         self.max_return = max_return(self.rubric)
+
+    @property
+    def requires_group_rollouts(self) -> bool:
+        """Always: the hook plans and scores whole groups, so trainers must send them whole
+        (verifiers otherwise infers this from a group-level rubric function)."""
+        return True
 
     @property
     def config(self) -> ExitConfig:

@@ -59,29 +59,16 @@ def format_reward(parser: vf.Parser, completion: vf.Messages) -> float:
     return float(extract_boxed(response_text(parser, completion)) is not None)
 
 
-async def group_accuracy(parser: vf.Parser, completions: list[vf.Messages], answers: list[str],
-                         states: list[vf.State]) -> list[float]:
-    """Fraction of the group that solved the prompt, repeated for each rollout.
-
-    A group-level function: declaring it makes ``requires_group_rollouts``
-    true, which is what makes prime-rl send whole groups to ``run_group``.
-    """
-    flags = [await rollout_check(state, parser, completion, answer)
-             for state, completion, answer in zip(states, completions, answers, strict=True)]
-    rate = sum(flags) / len(flags) if flags else 0.0
-    return [rate] * len(flags)
-
-
 def build_rubric(parser: vf.Parser, iteration_reward: IterationReward, format_weight: float) -> vf.Rubric:
-    """Rubric: step return (weight 1), format (``format_weight``), group accuracy (weight 0).
+    """Rubric: step return (weight 1) and format (``format_weight``).
 
-    Metrics that are constants of a group's plan (step kind, depth, ...) are
-    written by the ExIt hook instead of by more rubric functions.
+    Metrics that the hook already knows (step kind, depth, the group's accuracy...) are
+    written by the ExIt hook instead of by more rubric functions: verifiers runs each
+    function as one task per rollout (``scripts/bench_overhead.py`` measures the rubric).
     """
     rubric = vf.Rubric(parser=parser)
     rubric.add_reward_func(with_signature(make_correct_answer(iteration_reward)), weight=1.0)
     rubric.add_reward_func(with_signature(format_reward), weight=format_weight)
-    rubric.add_metric(with_signature(group_accuracy))
     return rubric
 
 

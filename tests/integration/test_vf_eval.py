@@ -99,6 +99,16 @@ def test_each_groups_learnability_is_the_population_variance_of_its_rewards(quic
         assert [row["metrics"]["learnability"] for row in group] == pytest.approx([variance] * len(group))
 
 
+def test_group_accuracy_is_the_share_of_the_group_that_solved_its_prompt(quickstart) -> None:
+    _, rows, _ = quickstart
+    shares = set()
+    for group in groups_of(rows).values():
+        share = sum(row["metrics"]["solved"] for row in group) / len(group)
+        assert [row["metrics"]["group_accuracy"] for row in group] == [share] * len(group)
+        shares.add(share)
+    assert len(shares) > 1  # the scripted policy mixes right and wrong answers across groups
+
+
 def test_buffer_children_carry_inherited_scores_and_zero_when_solved(quickstart) -> None:
     server, rows, buffer_path = quickstart
     state = read_state(buffer_path)

@@ -32,8 +32,8 @@ def test_environment_requires_group_rollouts_so_trainers_send_whole_groups() -> 
 def test_reward_functions_are_inspected_once_and_show_verifiers_their_own_parameters() -> None:
     rubric = load_environment(num_eval_examples=2, num_train_examples=2).rubric
     ours = [func for part in getattr(rubric, "rubrics", [rubric]) for func in part.funcs
-            if func.__name__ in {"correct_answer", "format_reward", "group_accuracy"}]
-    assert len(ours) == 3
+            if func.__name__ in {"correct_answer", "format_reward"}]
+    assert len(ours) == 2
     for func in ours:
         assert inspect.signature(func) is inspect.signature(func), f"{func.__name__}: signature recomputed per call"
         assert list(inspect.signature(func).parameters) == list(func.__code__.co_varnames[:func.__code__.co_argcount])
