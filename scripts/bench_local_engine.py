@@ -48,7 +48,8 @@ from self_improve.local.server import ENGINES, LocalModelError, LocalServer, eng
 from self_improve.local.weights import ensure_model  # noqa: E402
 
 CONCURRENCY: tuple[int, ...] = (1, 4, 8)
-TIMING = re.compile(r"(prompt eval|\s{2}eval) time =\s*([\d.]+) ms /\s*(\d+) tokens")
+TIMING = re.compile(r"\| task (\d+) \|\s*(prompt eval|eval) time =\s*([\d.]+) ms /\s*(\d+) tokens")
+CHILD_TASK = re.compile(r"\| task (\d+) \| processing task, is_child = 1")
 READY = re.compile(r"server pid \d+ answered")
 
 
@@ -93,13 +94,17 @@ def prompt_rate(server: LocalServer, question: str, salt: int) -> float:
 
 
 def log_timings(log: Path) -> dict[str, float]:
-    """Prompt tokens (evaluated, not cached) and decoded tokens summed over the server log's per-request timings."""
+    """Prompt tokens (evaluated, not cached) and decoded tokens summed over the server log's per-request
+    timings. A request for n choices (``group_request``) evaluates its prompt once, in its parent task;
+    its child tasks (``is_child = 1``) print that evaluation again, so theirs are not counted."""
+    text = log.read_text(errors="replace")
+    children = set(CHILD_TASK.findall(text))
     sums = {"prompt_tokens": 0.0, "decode_tokens": 0.0}
-    for kind, _ms, tokens in TIMING.findall(log.read_text(errors="replace")):
-        if kind == "prompt eval":
-            sums["prompt_tokens"] += int(tokens)
-        else:
+    for task, kind, _ms, tokens in TIMING.findall(text):
+        if kind != "prompt eval":
             sums["decode_tokens"] += int(tokens)
+        elif task not in children:
+            sums["prompt_tokens"] += int(tokens)
     return sums
 
 

@@ -247,14 +247,15 @@ class ExitLoop:
             if generators:
                 self._select_rng, self._request_seed_rng = generators["select_rng"], generators["request_seed_rng"]
 
-    def admit(self, requests: int) -> AbstractAsyncContextManager[Any]:
-        """Around planning a group of ``requests`` model requests and sending them: with
-        ``request_slots``, waits until a slot is free for the group (``request_slots.RequestSlots``)."""
-        return self.slots.group(requests) if self.slots is not None else nullcontext()
+    def admit(self, requests: int, request_size: int = 1) -> AbstractAsyncContextManager[Any]:
+        """Around planning a group of ``requests`` model requests (of ``request_size`` choices each) and
+        sending them: with ``request_slots``, waits until slots are free for the group's first request
+        (``request_slots.RequestSlots``)."""
+        return self.slots.group(requests, request_size) if self.slots is not None else nullcontext()
 
-    def request_slot(self) -> AbstractAsyncContextManager[Any]:
-        """Around one model request: with ``request_slots``, holds one of the slots."""
-        return self.slots.request() if self.slots is not None else nullcontext()
+    def request_slot(self, count: int = 1) -> AbstractAsyncContextManager[Any]:
+        """Around one model request for ``count`` choices: with ``request_slots``, holds ``count`` slots."""
+        return self.slots.request(count) if self.slots is not None else nullcontext()
 
     def request_seed(self) -> int:
         """A fresh per-request seed (``request_seeds``)."""

@@ -24,15 +24,15 @@ from dataclasses import dataclass
 
 @dataclass
 class _Admission:
-    """One admitted group: its prepaid slot and how many of its requests have yet to queue."""
+    """One admitted group: its prepaid slots and how many of its requests have yet to queue."""
 
     to_queue: int
     lock: asyncio.Lock
-    prepaid: bool = True
+    prepaid: int
     open: bool = True
 
-    def queued(self) -> None:
-        self.to_queue -= 1
+    def queued(self, requests: int) -> None:
+        self.to_queue -= requests
         if self.to_queue <= 0:
             self.close()
 
@@ -61,42 +61,62 @@ class RequestSlots:
         self._group: ContextVar[_Admission | None] = ContextVar(f"request_slots_{id(self)}", default=None)
 
     @asynccontextmanager
-    async def group(self, size: int) -> AsyncIterator[None]:
-        """Admit one group of ``size`` requests: wait for the earlier groups' requests to queue and for
-        a free slot, which the group's first request takes; plan and send its requests inside."""
+    async def group(self, size: int, request_size: int = 1) -> AsyncIterator[None]:
+        """Admit one group of ``size`` requests: wait for the earlier groups' requests to queue and
+        for ``request_size`` free slots, which the group's first request takes; plan and send its
+        requests inside. A request for several choices (``group_request``) is decoded in as many
+        slots; taking them here, one group at a time, means no two groups each hold part of the
+        slots they need while they wait for the rest."""
+        self._check(request_size)
         self._bind()
         await self._admission.acquire()
+        prepaid = 0
         try:
-            await self._free.acquire()
+            while prepaid < request_size:
+                await self._free.acquire()
+                prepaid += 1
         except BaseException:
+            self._release(prepaid)
             self._admission.release()
             raise
-        admission = _Admission(size, self._admission)
+        admission = _Admission(size, self._admission, prepaid)
         token = self._group.set(admission)
         try:
             yield
         finally:
             self._group.reset(token)
             admission.close()  # the group ended before all its requests queued
-            if admission.prepaid:  # ... or before its first request
-                self._free.release()
+            self._release(admission.prepaid)  # ... or before its first request
 
     @asynccontextmanager
-    async def request(self) -> AsyncIterator[None]:
-        """Hold a slot for one model request (the group's prepaid one first)."""
+    async def request(self, count: int = 1) -> AsyncIterator[None]:
+        """Hold ``count`` slots for one model request of ``count`` choices, the group's prepaid ones first."""
+        self._check(count)
         self._bind()
         admission = self._group.get()
-        prepaid = admission is not None and admission.prepaid
+        held = 0
         if admission is not None:
-            admission.prepaid = False
-            admission.queued()  # the next group is admitted behind this request, not before it
-        if not prepaid:
-            await self._free.acquire()
-        self.in_flight += 1
+            held = min(admission.prepaid, count)
+            admission.prepaid -= held
+            admission.queued(count)  # the next group is admitted behind this request, not before it
         try:
-            yield
+            while held < count:
+                await self._free.acquire()
+                held += 1
+            self.in_flight += count
+            try:
+                yield
+            finally:
+                self.in_flight -= count
         finally:
-            self.in_flight -= 1
+            self._release(held)
+
+    def _check(self, count: int) -> None:
+        if not 1 <= count <= self.size:
+            raise ValueError(f"request_slots: must be >= {count}, the choices of one request, got {self.size}")
+
+    def _release(self, count: int) -> None:
+        for _ in range(count):
             self._free.release()
 
     def _bind(self) -> None:

@@ -118,6 +118,9 @@ class ScriptedServer:
     """Gold answers of other tasksets' requests (request text -> gold), on top of GSM8K's."""
     renderer: Callable[[str, str, str], str] = render
     """``(behaviour, gold, tag) -> text``: how a behaviour reads (GSM8K's ``\\boxed{}`` by default)."""
+    honour_n: bool = True
+    """Answer ``n`` choices (each one the policy's next answer about the question), as llama.cpp and
+    vLLM do; False: one choice whatever ``n`` asks, as a server without ``n`` does."""
 
     def __post_init__(self) -> None:
         self._gold = {row["question"]: gsm8k_data.gold_number(row["answer"])
@@ -182,42 +185,52 @@ class ScriptedServer:
             self._httpd.server_close()
 
     def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """One chat completion: ``n`` choices (one unless ``honour_n``), or the error of the first
+        choice whose behaviour is one. Usage counts the first choice, as llama.cpp's does."""
         messages = body.get("messages", [])
         user = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
         kind, question, previous = parse_prompt(user if isinstance(user, str) else "")
         gold = self._gold.get(question, "0")
         with self._lock:
-            index = self._counts[question]
-            self._counts[question] += 1
             self.requests.append(body)
             request_number = len(self.requests)
-        request = ChatRequest(question, gold, kind, previous, index, body.get("seed"), body)
-        behaviour = self.policy(request)
-        if behaviour == "error":
+        choices, texts = [], []
+        for choice in range(int(body.get("n") or 1) if self.honour_n else 1):
             with self._lock:
-                self.served.append(Served(question, kind, behaviour, ""))
-            return 500, {"error": {"message": "scripted server error", "type": "server_error"}}
-        if behaviour == "refused":  # a client error: not retried
+                index = self._counts[question]
+                self._counts[question] += 1
+            behaviour = self.policy(ChatRequest(question, gold, kind, previous, index, body.get("seed"), body))
+            if behaviour == "error":
+                with self._lock:
+                    self.served.append(Served(question, kind, behaviour, ""))
+                return 500, {"error": {"message": "scripted server error", "type": "server_error"}}
+            if behaviour == "refused":  # a client error: not retried
+                with self._lock:
+                    self.served.append(Served(question, kind, behaviour, ""))
+                return 400, {"error": {"message": "the request exceeds the context size",
+                                       "type": "invalid_request_error"}}
+            text = self.renderer(behaviour, gold, f"r{request_number}" + (f"c{choice}" if choice else ""))
             with self._lock:
-                self.served.append(Served(question, kind, behaviour, ""))
-            return 400, {"error": {"message": "the request exceeds the context size", "type": "invalid_request_error"}}
-        text = self.renderer(behaviour, gold, f"r{request_number}")
-        with self._lock:
-            self.served.append(Served(question, kind, behaviour, text))
-        if behaviour == "hang":
-            time.sleep(HANG_S)
-        message: dict[str, Any] = {"role": "assistant", "content": text}
-        if behaviour == "null":
-            message = {"role": "assistant", "content": None, "reasoning_content": "thinking, but no answer"}
+                self.served.append(Served(question, kind, behaviour, text))
+            if behaviour == "hang":
+                time.sleep(HANG_S)
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if behaviour == "null":
+                message = {"role": "assistant", "content": None, "reasoning_content": "thinking, but no answer"}
+            entry: dict[str, Any] = {"index": choice, "finish_reason": "stop", "message": message}
+            if body.get("logprobs"):
+                entry["logprobs"] = {"content": [{"token": word, "logprob": -1.0, "bytes": None, "top_logprobs": []}
+                                                 for word in text.split()]}
+            choices.append(entry)
+            texts.append(text)
         return 200, {
             "id": f"chatcmpl-{request_number}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model", "scripted"),
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": message}],
-            "usage": {"prompt_tokens": len(user.split()), "completion_tokens": len(text.split()),
-                      "total_tokens": len(user.split()) + len(text.split())},
+            "choices": choices,
+            "usage": {"prompt_tokens": len(user.split()), "completion_tokens": len(texts[0].split()),
+                      "total_tokens": len(user.split()) + len(texts[0].split())},
         }
 
     def behaviour_of(self, text: str) -> str:

@@ -72,6 +72,7 @@ def test_taskset_matches_the_classic_rows_and_prompt() -> None:
     ({"min_buffer_size": 9, "buffer_size": 4}, "min_buffer_size: must be <="),
     ({"strategy": "best"}, "strategy"),
     ({"diversity_bonus": True, "diversity_mode": "advantage"}, "diversity_mode: must be 'reward'"),
+    ({"group_request": True}, "group_request: must be false on verifiers v1"),
     ({"taskset": {"id": "self-improve", "num_train_examples": 0}}, "num_train_examples: must be -1"),
     ({"rollouts_per_group": 0}, "rollouts_per_group"),
     ({"format_weight": 0.1}, "format_weight"),  # v1: a plugged weight of the format reward instead

@@ -10,6 +10,7 @@ local variables, so any number of groups can be in flight.
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
 from typing import Any
 
 import verifiers as vf
@@ -18,8 +19,12 @@ from self_improve import gsm8k_data
 from self_improve.exit_config import ExitConfig, resolve_config, signature
 from self_improve.exit_loop import ExitLoop, GroupPlan, GroupReport, Rollout, route_logs_to
 from self_improve.grouping import Task
+from self_improve.hosts.group_request import SharedGroupRequest
 from self_improve.scoring.response import CHECK_KEY, cached_check
 from self_improve.scoring.rewards import build_rubric, max_return, response_text
+
+_GROUP_REQUEST: ContextVar[SharedGroupRequest | None] = ContextVar("self_improve_group_request", default=None)
+"""The running group's one request (``group_request``), seen by its rollouts' tasks."""
 
 
 class RolloutFailed(vf.Error):
@@ -105,17 +110,34 @@ class ExitEnv(vf.SingleTurnEnv):
             state["sampling_args"] = {**(state.get("sampling_args") or {}), "seed": self.loop.request_seed()}
         return await super().setup_state(state)
 
-    async def get_model_response(self, *args: Any, **kwargs: Any) -> Any:
-        """The model's reply, holding one of the ``request_slots`` while it is generated."""
-        async with self.loop.request_slot():
-            return await super().get_model_response(*args, **kwargs)
+    async def get_model_response(self, state: vf.State, prompt: vf.Messages, client: Any = None,
+                                 model: str | None = None, tool_defs: list[vf.Tool] | None = None,
+                                 sampling_args: vf.SamplingArgs | None = None) -> Any:
+        """The model's reply, holding one of the ``request_slots`` while it is generated; with
+        ``group_request``, this rollout's choice of the group's one request."""
+        shared = _GROUP_REQUEST.get()
+        if shared is None:
+            async with self.loop.request_slot():
+                return await super().get_model_response(state, prompt, client, model, tool_defs, sampling_args)
+        self._get_usage_tracker(state, create_if_missing=True)
+        response = await shared.response(client or state["client"], prompt, model or state["model"],
+                                         tool_defs if tool_defs is not None else state.get("tool_defs") or None,
+                                         sampling_args or state["sampling_args"] or {})
+        self.increment_state_usage_from_response(state, response)
+        return response
 
     async def _run_group_states(self, group_inputs: list[vf.RolloutInput], client: Any, model: str,
                                 sampling_args: vf.SamplingArgs) -> list[vf.State]:
-        async with self.loop.admit(len(group_inputs)):  # request_slots: planned when a slot is free for it
+        size = len(group_inputs)
+        shared = SharedGroupRequest(size, self.loop.request_slot) if self.config.group_request else None
+        async with self.loop.admit(size, size if shared else 1):  # request_slots: planned when slots are free
             plan = await self.loop.aplan(input_task(group_inputs[0]))  # Algorithm 1, lines 3-7
             inputs = rewrite_inputs(group_inputs, plan)
-            states = await super()._run_group_states(inputs, client, model, sampling_args)  # line 8
+            token = _GROUP_REQUEST.set(shared)
+            try:
+                states = await super()._run_group_states(inputs, client, model, sampling_args)  # line 8
+            finally:
+                _GROUP_REQUEST.reset(token)
         rollouts = [rollout_of(state, self.parser) for state in states]
         report = await self.loop.afinish(plan, rollouts, self.max_return)  # lines 9-13
         write_report(states, report)

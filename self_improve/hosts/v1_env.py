@@ -99,6 +99,9 @@ class _ExitEnvFields(vf.EnvConfig):
         if config.diversity_bonus and config.diversity_mode != "reward":
             raise ValueError("diversity_mode: must be 'reward' on verifiers v1 (an env cannot set advantages; "
                              f"the trainer centres rewards itself), got {config.diversity_mode!r}")
+        if config.group_request:
+            raise ValueError("group_request: must be false on verifiers v1 (each rollout of an episode is an "
+                             "agent run of its own, with its own request), got True")
         harness = v1_tasks.seat_harness(self.taskset.id) if self.agent.harness is None and self.taskset.id else None
         if harness is not None:  # a taskset without a harness of its own: the package's chat harness, not bash
             self.agent = self.agent.model_copy(update={"harness": harness})
@@ -120,7 +123,8 @@ class _ExitEnvFields(vf.EnvConfig):
 ExitEnvConfig = config_model(
     "ExitEnvConfig", _ExitEnvFields, LOOP_FIELDS, module=__name__,
     doc="`--env.*`: the seat, G, and the ExIt loop arguments of exit_config.ExitConfig.",
-    notes={"seed": "It is also the self-improve taskset's seed (`--env.taskset.seed` follows it)."})
+    notes={"seed": "It is also the self-improve taskset's seed (`--env.taskset.seed` follows it).",
+           "group_request": "Must be false here: each rollout of an episode is an agent run with its own request."})
 
 
 def configuration_table() -> str:

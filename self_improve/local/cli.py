@@ -141,7 +141,9 @@ def vf_eval_command(config: LocalRunConfig, extra: Sequence[str], base_url: str,
 
     The env arguments are :attr:`LocalRunConfig.env_arguments`; for the built-in server
     they add ``request_seeds``: every rollout of a group gets its own seed, so no two
-    rollouts share one. vf-eval's ``-c`` admits every group (the env's slots decide).
+    rollouts share one. ``group_request`` stays off: one request per group evaluates the
+    prompt once but holds the group's G slots until its longest answer ends (docs/local-model.md
+    has the figures). vf-eval's ``-c`` admits every group (the env's slots decide).
     """
     env_args = config.env_arguments
     if local:

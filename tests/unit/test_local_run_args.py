@@ -32,6 +32,12 @@ def test_only_the_built_in_server_gets_request_seeds() -> None:
     assert "request_seeds" not in _command("-b", "http://h/v1", "-m", "x", local=False)[1]
 
 
+
+def test_group_request_is_off_unless_a_asks_for_it() -> None:
+    assert "group_request" not in _command()[1]  # it idles a group's slots through its longest answer
+    assert _command("-a", '{"group_request": true}')[1]["group_request"] is True
+
+
 def test_run_arguments_the_env_would_refuse_are_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as raised:
         cli.parse_args(["-r", "9", "-a", '{"buffer_size": 4}'])

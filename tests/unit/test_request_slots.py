@@ -102,3 +102,57 @@ def test_never_more_requests_in_flight_than_slots_and_groups_planned_in_arrival_
     assert all(count < size for count in trace.in_flight_at_plan)  # the group's own slot was free
     assert [name for kind, name in trace.events if kind == "plan"] == [f"g{index}-" for index in range(len(groups))]
     assert sum(kind == "end" for kind, _ in trace.events) == sum(map(len, groups))
+
+
+async def run_shared_group(slots: RequestSlots, trace: Trace, name: str, choices: int, duration: float) -> None:
+    """A host's group under ``group_request``: one request for all its ``choices``, prepaid at admission."""
+    async with slots.group(1, choices):
+        trace.in_flight_at_plan.append(slots.in_flight)
+        trace.events.append(("plan", name))
+        await asyncio.sleep(0)
+        async with slots.request(choices):
+            trace.most_in_flight = max(trace.most_in_flight, slots.in_flight)
+            trace.events.append(("start", name))
+            await asyncio.sleep(duration)
+        trace.events.append(("end", name))
+
+
+def test_a_request_for_g_choices_holds_g_slots_and_the_next_group_waits_for_g_free() -> None:
+    async def scenario() -> Trace:
+        slots, trace = RequestSlots(6), Trace()
+        await asyncio.gather(run_shared_group(slots, trace, "a", 4, 0.03), run_shared_group(slots, trace, "b", 4, 0.0))
+        return trace
+
+    trace = asyncio.run(scenario())
+    assert trace.most_in_flight == 4
+    assert trace.events.index(("plan", "b")) > trace.events.index(("end", "a"))  # 2 free slots are not 4
+
+
+def test_a_request_for_more_choices_than_slots_is_refused_by_name() -> None:
+    async def scenario() -> None:
+        async with RequestSlots(2).group(1, 4):
+            pass
+
+    with pytest.raises(ValueError, match=r"request_slots: must be >= 4, the choices of one request, got 2"):
+        asyncio.run(scenario())
+
+
+@settings(max_examples=40, deadline=None)
+@given(size=st.integers(1, 8), data=st.data())
+def test_groups_of_several_choices_beside_single_requests_all_finish_within_the_slots(size: int, data) -> None:
+    shared = data.draw(st.lists(st.tuples(st.integers(1, size), st.sampled_from([0.0, 0.001, 0.003])),
+                                min_size=1, max_size=6))
+    single = data.draw(st.lists(st.lists(st.sampled_from([0.0, 0.002]), min_size=1, max_size=3), max_size=3))
+
+    async def scenario() -> Trace:
+        slots, trace = RequestSlots(size), Trace()
+        runs = [run_shared_group(slots, trace, f"s{index}", choices, duration)
+                for index, (choices, duration) in enumerate(shared)]
+        runs += [run_group(slots, trace, f"g{index}-", durations) for index, durations in enumerate(single)]
+        await asyncio.wait_for(asyncio.gather(*runs), timeout=10)  # a deadlock fails here
+        assert slots.in_flight == 0
+        return trace
+
+    trace = asyncio.run(scenario())
+    assert trace.most_in_flight <= size
+    assert sum(kind == "end" for kind, _ in trace.events) == len(shared) + sum(map(len, single))
