@@ -77,6 +77,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="section 1: skip the -n 1 -r 1 runs that measure start-up (more pairs per hour)")
     parser.add_argument("--raw", type=Path, default=None,
                         help="write section 1's wall and CPU seconds, run by run, to this JSON file")
+    parser.add_argument("--exit-args", type=json.loads, default={"strategy": "diverge"},
+                        help="section 1: env args (JSON) of (b), the self-improve run (default: "
+                             "'{\"strategy\": \"diverge\"}'); e.g. add \"select_prob\": 0 to time ExIt without "
+                             "self-improve prompts")
     parser.add_argument("--pairing", choices=("simultaneous", "sequential"), default="simultaneous",
                         help="section 1: run the two runs of a pair at once, one per CPU (default), or one "
                              "after the other")
@@ -92,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def bench_vf_eval(args: argparse.Namespace) -> list[str]:
     """Paired end-to-end runs; returns the table's lines (and writes ``--raw`` if given)."""
-    envs = {"a": ("plain_gsm8k", None), "b": ("self-improve", {"strategy": "diverge"})}
+    envs = {"a": ("plain_gsm8k", None), "b": ("self-improve", args.exit_args)}
     sizes = {"full": (args.num_examples, args.rollouts_per_example)}
     if not args.no_start_up:
         sizes["start-up"] = (1, 1)
@@ -115,7 +119,7 @@ def bench_vf_eval(args: argparse.Namespace) -> list[str]:
                 print(f"  rep {rep + 1} {size:8s} {job.env_id:13s} {seconds:7.2f} s wall {cpu_seconds:7.2f} s CPU",
                       file=sys.stderr)
     if args.raw is not None:
-        args.raw.write_text(json.dumps({"pairing": args.pairing, "cpu_of_a": cpu_of_a,
+        args.raw.write_text(json.dumps({"pairing": args.pairing, "exit_args": args.exit_args, "cpu_of_a": cpu_of_a,
                                         "wall": {f"{size} {env}": v for (size, env), v in wall.items()},
                                         "cpu": {f"{size} {env}": v for (size, env), v in cpu.items()}}, indent=1))
     return vf_eval_table(args, wall, cpu, cpu_of_a)
@@ -145,7 +149,8 @@ def vf_eval_table(args: argparse.Namespace, wall: dict[tuple[str, str], list[flo
 
     return [
         f"vf-eval -n {args.num_examples} -r {args.rollouts_per_example} -c {args.max_concurrent}, "
-        f"{args.reps} pairs, {how}; a fresh instant scripted server in its own process for each run. "
+        f"{args.reps} pairs, {how}; (b) with -a '{json.dumps(args.exit_args)}'; "
+        "a fresh instant scripted server in its own process for each run. "
         "CPU time is user + system of the vf-eval process and the children it waited for:",
         "",
         "| pair | (a) plain GSM8K, wall s | (b) self-improve, ExIt on, wall s | b/a wall | (a) CPU s | (b) CPU s "

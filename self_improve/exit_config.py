@@ -129,8 +129,9 @@ class ExitConfig:
     buffer_password_var: str | None = arg(None, "Name of the environment variable holding the Redis password, read "
                                                 "by each worker; null: no password.", check=_password_var)
     request_seeds: bool = arg(False, "Send a fresh `seed` with every request (llama.cpp reseeds only per request).")
-    group_request: bool = arg(False, "One request per group for its G choices (`n`): the prompt is evaluated "
-                                     "once, but the group holds G slots until its last answer; classic host only.")
+    group_request: bool = arg(False, "One streamed request per group for its G choices (`n`): the prompt is "
+                                     "evaluated once, and each choice frees its request slot as it ends; classic "
+                                     "host only.")
     request_slots: int | None = arg(None, "Most model requests in flight across groups; a group is planned when one "
                                           "is free for it (give vf-eval -c room for every group); null: no limit.",
                                     low=1)

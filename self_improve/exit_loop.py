@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +38,10 @@ from self_improve.grouping import Group, Instance, StepKind, Task
 from self_improve.request_slots import RequestSlots
 
 logger = logging.getLogger(__name__)
+
+
+def _no_slot() -> None:
+    """``choice_ended`` of a loop without ``request_slots``: no slot to give back."""
 
 
 def route_logs_to(host_logger: str) -> None:
@@ -253,9 +257,10 @@ class ExitLoop:
         (``request_slots.RequestSlots``)."""
         return self.slots.group(requests, request_size) if self.slots is not None else nullcontext()
 
-    def request_slot(self, count: int = 1) -> AbstractAsyncContextManager[Any]:
-        """Around one model request for ``count`` choices: with ``request_slots``, holds ``count`` slots."""
-        return self.slots.request(count) if self.slots is not None else nullcontext()
+    def request_slot(self, count: int = 1) -> AbstractAsyncContextManager[Callable[[], None]]:
+        """Around one model request for ``count`` choices: with ``request_slots``, holds ``count`` slots;
+        it yields ``choice_ended()``, which gives one back as a streamed choice ends (a no-op without)."""
+        return self.slots.request(count) if self.slots is not None else nullcontext(_no_slot)
 
     def request_seed(self) -> int:
         """A fresh per-request seed (``request_seeds``)."""

@@ -16,7 +16,7 @@ Host-free: both hosts call :meth:`RequestSlots.group` around planning and
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -89,8 +89,10 @@ class RequestSlots:
             self._release(admission.prepaid)  # ... or before its first request
 
     @asynccontextmanager
-    async def request(self, count: int = 1) -> AsyncIterator[None]:
-        """Hold ``count`` slots for one model request of ``count`` choices, the group's prepaid ones first."""
+    async def request(self, count: int = 1) -> AsyncIterator[Callable[[], None]]:
+        """Hold ``count`` slots for one model request of ``count`` choices, the group's prepaid ones
+        first. It yields ``choice_ended()``: a streamed request calls it as each choice ends, and
+        that choice's slot goes to the next waiter at once; the rest are freed when it returns."""
         self._check(count)
         self._bind()
         admission = self._group.get()
@@ -104,10 +106,19 @@ class RequestSlots:
                 await self._free.acquire()
                 held += 1
             self.in_flight += count
+            ended = 0
+
+            def choice_ended() -> None:
+                nonlocal held, ended
+                if ended < count:  # more calls than choices free nothing more
+                    ended, held = ended + 1, held - 1
+                    self.in_flight -= 1
+                    self._free.release()
+
             try:
-                yield
+                yield choice_ended
             finally:
-                self.in_flight -= count
+                self.in_flight -= count - ended
         finally:
             self._release(held)
 

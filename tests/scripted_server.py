@@ -121,6 +121,8 @@ class ScriptedServer:
     honour_n: bool = True
     """Answer ``n`` choices (each one the policy's next answer about the question), as llama.cpp and
     vLLM do; False: one choice whatever ``n`` asks, as a server without ``n`` does."""
+    stream_choices: int | None = None
+    """A streamed reply ends (the connection closes) after this many choices; None: all of them."""
 
     def __post_init__(self) -> None:
         self._gold = {row["question"]: gsm8k_data.gold_number(row["answer"])
@@ -165,7 +167,35 @@ class ScriptedServer:
                 finally:
                     with server._lock:
                         server._in_flight -= 1
-                self._send(status, payload)
+                if body.get("stream") and status == 200:
+                    self._send_stream(payload, bool((body.get("stream_options") or {}).get("include_usage")))
+                else:
+                    self._send(status, payload)
+
+            def _send_stream(self, payload: dict[str, Any], include_usage: bool) -> None:
+                """The completion as server-sent chunks, as llama.cpp streams ``n`` choices: each
+                choice's text, then its ``finish_reason``, then the usage; ``stream_choices`` may
+                end the stream early."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                head = {key: payload[key] for key in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+
+                def event(choices: list[dict[str, Any]], **extra: Any) -> None:
+                    self.wfile.write(f"data: {json.dumps(head | {'choices': choices} | extra)}\n\n".encode())
+                    self.wfile.flush()
+
+                choices = payload["choices"]
+                for number, choice in enumerate(choices):
+                    if server.stream_choices is not None and number >= server.stream_choices:
+                        return  # the connection closes mid-stream
+                    delta = {key: value for key, value in choice["message"].items() if value is not None}
+                    event([{"index": choice["index"], "delta": delta, "finish_reason": None,
+                            "logprobs": choice.get("logprobs")}])
+                    event([{"index": choice["index"], "delta": {}, "finish_reason": choice["finish_reason"]}])
+                if include_usage:
+                    event([], usage=payload["usage"])
+                self.wfile.write(b"data: [DONE]\n\n")
 
             def _send(self, status: int, payload: dict[str, Any]) -> None:
                 data = json.dumps(payload).encode()

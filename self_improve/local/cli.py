@@ -78,8 +78,8 @@ class LocalRunConfig:
     temperature: float = option(sampling.TEMPERATURE, "sampling temperature", "-T")
     sampling_args: dict[str, Any] | None = option(None, "sampling arguments as JSON, as in vf-eval", "-S")
     env_args: dict[str, Any] = option({}, 'environment arguments as JSON, merged over the run\'s own '
-                                          '(request_slots: -c; min_buffer_size: -r; request_seeds: true for the '
-                                          'built-in server)', "-a")
+                                          '(request_slots: -c; min_buffer_size: -r; request_seeds and '
+                                          'group_request: true for the built-in server)', "-a")
     output_dir: Path | None = option(None, "where results and the server log go "
                                            "(default outputs/self-improve-local/<time>)", "-o")
     max_failed_share: float = option(0.1, "exit 1 when more than this share of rollouts failed (0: any failure)")
@@ -139,15 +139,16 @@ def vf_eval_command(config: LocalRunConfig, extra: Sequence[str], base_url: str,
                     key_var: str, local: bool) -> list[str]:
     """The ``vf-eval self-improve ... -s -d`` command line for these settings.
 
-    The env arguments are :attr:`LocalRunConfig.env_arguments`; for the built-in server
-    they add ``request_seeds``: every rollout of a group gets its own seed, so no two
-    rollouts share one. ``group_request`` stays off: one request per group evaluates the
-    prompt once but holds the group's G slots until its longest answer ends (docs/local-model.md
-    has the figures). vf-eval's ``-c`` admits every group (the env's slots decide).
+    The env arguments are :attr:`LocalRunConfig.env_arguments`; for the built-in server they
+    add ``request_seeds`` (each request gets its own seed) and ``group_request``: one streamed
+    request per group, so llama.cpp evaluates the group's prompt once (a quarter of the prompt
+    work at G = 4), and each choice frees its slot as it ends (docs/local-model.md has the
+    figures). ``-a '{"group_request": false}'`` sends one request per rollout instead. vf-eval's
+    ``-c`` admits every group (the env's slots decide).
     """
     env_args = config.env_arguments
     if local:
-        env_args = {"request_seeds": True, **env_args}
+        env_args = {"request_seeds": True, "group_request": True, **env_args}
     admitted = config.num_examples * config.rollouts_per_example
     sampling_args = dict(config.sampling_args or {})
     command = [

@@ -43,6 +43,7 @@ def test_each_group_sends_one_request_for_its_g_choices(shared_run) -> None:
     assert len(rows) == 64
     assert len(server.requests) == 16
     assert [body["n"] for body in server.requests] == [4] * 16
+    assert all(body["stream"] is True for body in server.requests)  # each choice frees its slot as it ends
     assert len({body["seed"] for body in server.requests}) == 16  # request_seeds: the group's request has its own
 
 
@@ -78,5 +79,18 @@ def test_a_server_without_n_fails_the_rollouts_left_without_a_choice_by_name(tmp
     for group in _groups(rows).values():
         errors = [row["error"] for row in group]
         assert errors[0] is None and _text(group[0])
-        assert all("returned 1 choices for n=3" in str(error) for error in errors[1:])
+        assert all("ended with 1 of n=3 choices" in str(error) for error in errors[1:])
         assert all(row["reward"] == 0.0 for row in group[1:])
+
+
+def test_a_stream_that_breaks_keeps_the_choices_that_ended_and_fails_the_rest_by_name(tmp_path: Path) -> None:
+    server = ScriptedServer(policy=cycle_policy(("correct",)), stream_choices=2).start()
+    try:
+        rows = run_vf_eval(server.url, tmp_path, "-n", "2", "-r", "4", "-t", "64", env_args=ENV_ARGS)
+    finally:
+        server.stop()
+    for group in _groups(rows).values():
+        errors = [row["error"] for row in group]
+        assert errors[:2] == [None, None] and all(_text(row) for row in group[:2])
+        assert all(row["metrics"]["solved"] == 1.0 for row in group[:2])
+        assert all("ended with 2 of n=4 choices" in str(error) for error in errors[2:])

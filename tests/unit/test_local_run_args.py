@@ -24,18 +24,18 @@ def test_c_becomes_the_request_slots_and_vf_eval_admits_every_group() -> None:
 def test_the_buffer_is_sampled_once_one_group_is_scored_unless_a_says_otherwise() -> None:
     assert _command("-r", "4")[1]["min_buffer_size"] == 4
     assert _command("-r", "4", "-a", '{"min_buffer_size": 2, "request_slots": 1}')[1] == {
-        "request_seeds": True, "request_slots": 1, "min_buffer_size": 2}
+        "request_seeds": True, "group_request": True, "request_slots": 1, "min_buffer_size": 2}
 
 
-def test_only_the_built_in_server_gets_request_seeds() -> None:
+def test_only_the_built_in_server_gets_request_seeds_and_one_streamed_request_per_group() -> None:
     assert _command()[1]["request_seeds"] is True
-    assert "request_seeds" not in _command("-b", "http://h/v1", "-m", "x", local=False)[1]
+    assert _command()[1]["group_request"] is True  # llama.cpp evaluates each group's prompt once
+    remote = _command("-b", "http://h/v1", "-m", "x", local=False)[1]
+    assert "request_seeds" not in remote and "group_request" not in remote  # a server may not stream n
 
 
-
-def test_group_request_is_off_unless_a_asks_for_it() -> None:
-    assert "group_request" not in _command()[1]  # it idles a group's slots through its longest answer
-    assert _command("-a", '{"group_request": true}')[1]["group_request"] is True
+def test_a_turns_group_request_off() -> None:
+    assert _command("-a", '{"group_request": false}')[1]["group_request"] is False
 
 
 def test_run_arguments_the_env_would_refuse_are_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -128,6 +128,51 @@ def test_a_request_for_g_choices_holds_g_slots_and_the_next_group_waits_for_g_fr
     assert trace.events.index(("plan", "b")) > trace.events.index(("end", "a"))  # 2 free slots are not 4
 
 
+async def run_streamed_group(slots: RequestSlots, trace: Trace, name: str, durations: list[float]) -> None:
+    """A group under ``group_request``, streamed: one request whose choices end after their
+    ``durations``, each giving its slot back as it ends."""
+    async with slots.group(1, len(durations)):
+        trace.events.append(("plan", name))
+        async with slots.request(len(durations)) as choice_ended:
+            trace.most_in_flight = max(trace.most_in_flight, slots.in_flight)
+            waited = 0.0
+            for duration in sorted(durations):
+                await asyncio.sleep(duration - waited)
+                waited = duration
+                choice_ended()
+                trace.events.append(("choice ended", name))
+        trace.events.append(("end", name))
+
+
+def test_a_streamed_choice_that_ends_gives_its_slot_to_the_next_group_at_once() -> None:
+    async def scenario() -> tuple[Trace, RequestSlots]:
+        slots, trace = RequestSlots(4), Trace()
+        await asyncio.gather(run_streamed_group(slots, trace, "a", [0.0, 0.0, 0.05, 0.05]),
+                             run_streamed_group(slots, trace, "b", [0.0, 0.0]))
+        return trace, slots
+
+    trace, slots = asyncio.run(scenario())
+    assert trace.events.index(("plan", "b")) < trace.events.index(("end", "a"))  # a's two short choices made room
+    assert trace.most_in_flight <= 4 and slots.in_flight == 0
+
+
+def test_a_choice_ended_twice_frees_one_slot_only() -> None:
+    async def scenario() -> bool:
+        slots = RequestSlots(2)
+        async with slots.request(1) as choice_ended:
+            choice_ended()
+            choice_ended()
+            assert slots.in_flight == 0
+        async with slots.request(2):
+            try:  # both slots are taken: a third request must wait
+                await asyncio.wait_for(slots.request(1).__aenter__(), timeout=0.05)
+            except TimeoutError:
+                return True
+        return False
+
+    assert asyncio.run(scenario())
+
+
 def test_a_request_for_more_choices_than_slots_is_refused_by_name() -> None:
     async def scenario() -> None:
         async with RequestSlots(2).group(1, 4):
@@ -139,20 +184,23 @@ def test_a_request_for_more_choices_than_slots_is_refused_by_name() -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(size=st.integers(1, 8), data=st.data())
-def test_groups_of_several_choices_beside_single_requests_all_finish_within_the_slots(size: int, data) -> None:
+def test_shared_and_streamed_groups_beside_single_requests_all_finish_within_the_slots(size: int, data) -> None:
     shared = data.draw(st.lists(st.tuples(st.integers(1, size), st.sampled_from([0.0, 0.001, 0.003])),
                                 min_size=1, max_size=6))
     single = data.draw(st.lists(st.lists(st.sampled_from([0.0, 0.002]), min_size=1, max_size=3), max_size=3))
+    streamed = data.draw(st.lists(st.lists(st.sampled_from([0.0, 0.001, 0.003]), min_size=1, max_size=size),
+                                  max_size=3))
 
     async def scenario() -> Trace:
         slots, trace = RequestSlots(size), Trace()
         runs = [run_shared_group(slots, trace, f"s{index}", choices, duration)
                 for index, (choices, duration) in enumerate(shared)]
         runs += [run_group(slots, trace, f"g{index}-", durations) for index, durations in enumerate(single)]
+        runs += [run_streamed_group(slots, trace, f"t{index}-", durations) for index, durations in enumerate(streamed)]
         await asyncio.wait_for(asyncio.gather(*runs), timeout=10)  # a deadlock fails here
         assert slots.in_flight == 0
         return trace
 
     trace = asyncio.run(scenario())
     assert trace.most_in_flight <= size
-    assert sum(kind == "end" for kind, _ in trace.events) == len(shared) + sum(map(len, single))
+    assert sum(kind == "end" for kind, _ in trace.events) == len(shared) + sum(map(len, single)) + len(streamed)
