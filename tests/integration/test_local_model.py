@@ -127,7 +127,7 @@ def _args(*argv: str) -> local_model.LocalRunConfig:
     return config
 
 
-def test_built_in_server_requests_carry_max_tokens_and_a_distinct_seed_each(
+def test_built_in_server_gets_one_streamed_request_per_group_with_max_tokens_and_its_own_seed(
         scripted_server: ScriptedServer, tmp_path: Path) -> None:
     args = _args("-n", "2", "-r", "3", "-c", "3", "-t", "99", "-o", str(tmp_path))
     command = local_model.vf_eval_command(args, [], scripted_server.url, "scripted", "SCRIPTED_KEY", local=True)
@@ -135,15 +135,17 @@ def test_built_in_server_requests_carry_max_tokens_and_a_distinct_seed_each(
                                capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
     bodies = scripted_server.requests
-    assert len(bodies) == 6
+    assert len(bodies) == 2  # group_request: each group's prompt is evaluated once
+    assert [(body["n"], body["stream"]) for body in bodies] == [(3, True)] * 2
     assert {body.get("max_completion_tokens") for body in bodies} == {99}  # llama-server reads it as max_tokens
-    assert len({body.get("seed") for body in bodies}) == 6
+    assert len({body.get("seed") for body in bodies}) == 2
 
 
 def test_c_counts_requests_in_flight_across_groups_not_whole_groups(
         scripted_server: ScriptedServer, tmp_path: Path) -> None:
     scripted_server.delay_s = 0.2  # long enough for every admitted request to overlap
-    args = _args("-n", "4", "-r", "2", "-c", "3", "-o", str(tmp_path))
+    # one request per rollout (-a): with the default group request, 3 slots hold one group of 2 choices at a time
+    args = _args("-n", "4", "-r", "2", "-c", "3", "-a", '{"group_request": false}', "-o", str(tmp_path))
     command = local_model.vf_eval_command(args, [], scripted_server.url, "scripted", "SCRIPTED_KEY", local=True)
     assert command[command.index("-c") + 1] == "8"  # vf-eval admits every group; the env's slots decide
     assert json.loads(command[command.index("-a") + 1])["request_slots"] == 3
@@ -288,7 +290,7 @@ def test_a_server_that_answers_counts_as_started_only_after_a_completion(
 def test_main_exits_non_zero_naming_the_server_log_when_the_server_dies_mid_run(
         standin_engine: Path, dummy_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("STANDIN_CRASH_AFTER", "6")  # the readiness completion and 5 rollouts
+    monkeypatch.setenv("STANDIN_CRASH_AFTER", "2")  # the readiness completion and one group's request
     monkeypatch.chdir(tmp_path)
     code = local_model.main(["--server-binary", str(standin_engine), "--model-file", str(dummy_model),
                              "-n", "3", "-r", "4", "-o", str(tmp_path / "out"), "--max-retries", "0"])
