@@ -123,6 +123,8 @@ class ScriptedServer:
     vLLM do; False: one choice whatever ``n`` asks, as a server without ``n`` does."""
     stream_choices: int | None = None
     """A streamed reply ends (the connection closes) after this many choices; None: all of them."""
+    finish_reason: str = "stop"
+    """Every choice's ``finish_reason`` (another value tests a reply OpenAI's types refuse)."""
 
     def __post_init__(self) -> None:
         self._gold = {row["question"]: gsm8k_data.gold_number(row["answer"])
@@ -247,7 +249,7 @@ class ScriptedServer:
             message: dict[str, Any] = {"role": "assistant", "content": text}
             if behaviour == "null":
                 message = {"role": "assistant", "content": None, "reasoning_content": "thinking, but no answer"}
-            entry: dict[str, Any] = {"index": choice, "finish_reason": "stop", "message": message}
+            entry: dict[str, Any] = {"index": choice, "finish_reason": self.finish_reason, "message": message}
             if body.get("logprobs"):
                 entry["logprobs"] = {"content": [{"token": word, "logprob": -1.0, "bytes": None, "top_logprobs": []}
                                                  for word in text.split()]}

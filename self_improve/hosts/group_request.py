@@ -123,7 +123,12 @@ class SharedGroupRequest:
             if choice is None or choice.finish_reason is None or self._head is None:
                 reply.set_exception(failure)
             else:
-                outcome = await _one_choice(client, choice.completion(self._head, self._prompt_tokens, self._counted))
+                try:
+                    one = choice.completion(self._head, self._prompt_tokens, self._counted)
+                except ValueError as error:  # a choice OpenAI's types cannot hold (pydantic's ValidationError)
+                    reply.set_exception(vf.InvalidModelResponseError(f"group_request: choice {index}: {error}"))
+                    continue
+                outcome = await _one_choice(client, one)
                 (reply.set_exception if isinstance(outcome, BaseException) else reply.set_result)(outcome)
 
     async def _stream(self, client: Any, prompt: vf.Messages, model: str, tools: list[vf.Tool] | None,

@@ -94,3 +94,13 @@ def test_a_stream_that_breaks_keeps_the_choices_that_ended_and_fails_the_rest_by
         assert errors[:2] == [None, None] and all(_text(row) for row in group[:2])
         assert all(row["metrics"]["solved"] == 1.0 for row in group[:2])
         assert all("ended with 2 of n=4 choices" in str(error) for error in errors[2:])
+
+
+def test_a_choice_the_openai_types_refuse_fails_its_rollout_by_name_and_the_run_ends(tmp_path: Path) -> None:
+    server = ScriptedServer(policy=cycle_policy(("correct",)), finish_reason="bogus").start()
+    try:
+        rows = run_vf_eval(server.url, tmp_path, "-n", "1", "-r", "2", "-t", "64", env_args=ENV_ARGS)
+    finally:
+        server.stop()
+    assert len(rows) == 2
+    assert all("group_request: choice" in str(row["error"]) for row in rows)
