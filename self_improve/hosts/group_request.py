@@ -38,7 +38,9 @@ class _Choice:
         self.logprobs: list[dict[str, Any]] = []
         self.finish_reason: str | None = None
 
-    def add(self, delta_choice: Any) -> None:
+    def add(self, delta_choice: Any) -> bool:
+        """Take one chunk's part of this choice; True when that part ends it (its first ``finish_reason``)."""
+        ended = self.finish_reason is not None
         delta = delta_choice.delta
         if delta is not None:
             self.text.append(delta.content or "")
@@ -46,12 +48,14 @@ class _Choice:
         if delta_choice.logprobs is not None and delta_choice.logprobs.content:
             self.logprobs.extend(token.model_dump() for token in delta_choice.logprobs.content)
         self.finish_reason = delta_choice.finish_reason or self.finish_reason
+        return not ended and self.finish_reason is not None
 
     def completion(self, head: ChatCompletionChunk, prompt_tokens: int | None, counted: bool) -> ChatCompletion:
         """This choice as a non-streamed response of one choice."""
         message: dict[str, Any] = {"role": "assistant", "content": "".join(self.text) or None}
-        if "".join(self.reasoning):
-            message["reasoning_content"] = "".join(self.reasoning)
+        reasoning = "".join(self.reasoning)
+        if reasoning:
+            message["reasoning_content"] = reasoning
         usage = None if prompt_tokens is None or not counted else {
             "prompt_tokens": prompt_tokens, "completion_tokens": len(self.logprobs),
             "total_tokens": prompt_tokens + len(self.logprobs)}
@@ -115,8 +119,9 @@ class SharedGroupRequest:
                     reply.set_exception(vf.ModelError("group_request: the group's request was cancelled"))
             raise
         if failure is None:
+            ended = sum(choice.finish_reason is not None for choice in self._choices.values())
             failure = vf.InvalidModelResponseError(
-                f"group_request: the server's stream ended with {len(self._choices)} of n={self.size} choices (a "
+                f"group_request: the server's stream ended with {ended} of n={self.size} choices (a "
                 "server without n returns one: set group_request to false)")
         for index, reply in enumerate(self._replies):
             choice = self._choices.get(index)
@@ -159,10 +164,7 @@ class SharedGroupRequest:
                 for delta_choice in chunk.choices:
                     if not 0 <= delta_choice.index < self.size:
                         continue
-                    choice = self._choices.setdefault(delta_choice.index, _Choice())
-                    ended = choice.finish_reason is not None
-                    choice.add(delta_choice)
-                    if not ended and choice.finish_reason is not None:
+                    if self._choices.setdefault(delta_choice.index, _Choice()).add(delta_choice):
                         choice_ended()  # its server slot is free now: the next group may start on it
 
 

@@ -28,14 +28,20 @@ def _text(row: dict) -> str:
     return row["completion"][-1]["content"] if row["completion"] else ""
 
 
+def _run(server: ScriptedServer, output_dir: Path, *args: str) -> list[dict]:
+    """The real vf-eval with ``group_request`` against ``server``, started here and stopped after."""
+    server.start()
+    try:
+        return run_vf_eval(server.url, output_dir, *args, "-t", "64", env_args=ENV_ARGS)
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="module")
 def shared_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[ScriptedServer, list[dict]]:
     # 0.1 s per request: a group finishes before the group after next is planned, as with a model
-    server = ScriptedServer(policy=cycle_policy(PATTERN), delay_s=0.1).start()
-    rows = run_vf_eval(server.url, tmp_path_factory.mktemp("group_request"), "-n", "16", "-r", "4", "-t", "64",
-                       "-c", "64", env_args=ENV_ARGS)
-    server.stop()
-    return server, rows
+    server = ScriptedServer(policy=cycle_policy(PATTERN), delay_s=0.1)
+    return server, _run(server, tmp_path_factory.mktemp("group_request"), "-n", "16", "-r", "4", "-c", "64")
 
 
 def test_each_group_sends_one_request_for_its_g_choices(shared_run) -> None:
@@ -71,11 +77,7 @@ def test_groups_are_still_drawn_from_the_buffer(shared_run) -> None:
 
 
 def test_a_server_without_n_fails_the_rollouts_left_without_a_choice_by_name(tmp_path: Path) -> None:
-    server = ScriptedServer(policy=cycle_policy(("correct",)), honour_n=False).start()
-    try:
-        rows = run_vf_eval(server.url, tmp_path, "-n", "2", "-r", "3", "-t", "64", env_args=ENV_ARGS)
-    finally:
-        server.stop()
+    rows = _run(ScriptedServer(policy=cycle_policy(("correct",)), honour_n=False), tmp_path, "-n", "2", "-r", "3")
     for group in _groups(rows).values():
         errors = [row["error"] for row in group]
         assert errors[0] is None and _text(group[0])
@@ -84,11 +86,7 @@ def test_a_server_without_n_fails_the_rollouts_left_without_a_choice_by_name(tmp
 
 
 def test_a_stream_that_breaks_keeps_the_choices_that_ended_and_fails_the_rest_by_name(tmp_path: Path) -> None:
-    server = ScriptedServer(policy=cycle_policy(("correct",)), stream_choices=2).start()
-    try:
-        rows = run_vf_eval(server.url, tmp_path, "-n", "2", "-r", "4", "-t", "64", env_args=ENV_ARGS)
-    finally:
-        server.stop()
+    rows = _run(ScriptedServer(policy=cycle_policy(("correct",)), stream_choices=2), tmp_path, "-n", "2", "-r", "4")
     for group in _groups(rows).values():
         errors = [row["error"] for row in group]
         assert errors[:2] == [None, None] and all(_text(row) for row in group[:2])
@@ -97,10 +95,7 @@ def test_a_stream_that_breaks_keeps_the_choices_that_ended_and_fails_the_rest_by
 
 
 def test_a_choice_the_openai_types_refuse_fails_its_rollout_by_name_and_the_run_ends(tmp_path: Path) -> None:
-    server = ScriptedServer(policy=cycle_policy(("correct",)), finish_reason="bogus").start()
-    try:
-        rows = run_vf_eval(server.url, tmp_path, "-n", "1", "-r", "2", "-t", "64", env_args=ENV_ARGS)
-    finally:
-        server.stop()
+    server = ScriptedServer(policy=cycle_policy(("correct",)), finish_reason="bogus")
+    rows = _run(server, tmp_path, "-n", "1", "-r", "2")
     assert len(rows) == 2
     assert all("group_request: choice" in str(row["error"]) for row in rows)
