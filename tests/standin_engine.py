@@ -38,7 +38,10 @@ def main() -> None:
     def answer_or_crash(body):
         with lock:
             if answered[0] == crash_after:
-                os.kill(os.getpid(), signal.SIGSEGV)
+                # At this thread: kill(getpid()) lets the kernel wake another thread to dump
+                # core while this one goes on to write the reply (a race the tests saw).
+                signal.pthread_kill(threading.get_ident(), signal.SIGSEGV)
+                threading.Event().wait()  # never reply, whatever the signal's path
             answered[0] += 1
         return answer(body)
 
