@@ -44,10 +44,13 @@ def rewrite_input(row: vf.RolloutInput, plan: GroupPlan) -> vf.RolloutInput:
 
 def rewrite_inputs(rows: list[vf.RolloutInput], plan: GroupPlan) -> list[vf.RolloutInput]:
     """``rewrite_input`` for each row of a group, the plan's prompt and step info built once: the
-    rows share the prompt's messages, which verifiers deep-copies into each rollout's state."""
-    messages, step = plan.messages(), plan.info()
+    rows share the prompt's messages and, when they carry equal info (G copies of one row, as
+    verifiers sends a group), one parsed info; verifiers deep-copies both into each rollout's state."""
+    messages, step, first = plan.messages(), plan.info(), rows[0].get("info")
+    shared = {**_info_dict(first), **step}
     return [{**row, "prompt": messages, "answer": plan.task.answer,  # type: ignore[misc]
-             "info": {**_info_dict(row.get("info")), **step}} for row in rows]
+             "info": shared if row.get("info") == first else {**_info_dict(row.get("info")), **step}}
+            for row in rows]
 
 
 def rollout_of(state: vf.State, parser: vf.Parser) -> Rollout:
@@ -71,8 +74,9 @@ def write_report(states: list[vf.State], report: GroupReport) -> None:
     accuracy = sum(report.group.correct) / len(report.group.correct)
     for state, metrics, reward, advantage, problem in zip(states, report.metrics, report.rewards,
                                                           report.advantages, report.failures, strict=True):
-        state["metrics"].update(metrics)
-        state["metrics"]["group_accuracy"] = accuracy
+        written = state["metrics"]
+        written.update(metrics)
+        written["group_accuracy"] = accuracy
         if report.bonus is not None:
             state["reward"], state["advantage"] = reward, advantage
             for step in state["trajectory"]:
@@ -117,6 +121,8 @@ class ExitEnv(vf.SingleTurnEnv):
         ``group_request``, this rollout's choice of the group's one request."""
         shared = _GROUP_REQUEST.get()
         if shared is None:
+            if self.loop.slots is None:  # nothing to hold: verifiers' own call, with no wrapper around it
+                return await super().get_model_response(state, prompt, client, model, tool_defs, sampling_args)
             async with self.loop.request_slot():
                 return await super().get_model_response(state, prompt, client, model, tool_defs, sampling_args)
         self._get_usage_tracker(state, create_if_missing=True)

@@ -4,10 +4,10 @@
   question of the bundled copy (``self_improve/data/``, through
   ``gsm8k_data.build_split``, so subsets and ``task_id`` match the classic
   environment), prompted with ``prompts.base_messages``.
-* The task scores a trace in process with ``answer_check``: ``correct`` (weight
-  1) is the step return, ``format`` (weight 0 unless plugged with
-  ``--env.taskset.task.rewards.format.weight``) the closed ``\\boxed{}``, and
-  the ``solved`` metric plain correctness.
+* The task checks a trace's answer once, in process (``scoring.answer_check``):
+  ``correct`` (weight 1) is the step return, ``format`` (weight 0 unless plugged
+  with ``--env.taskset.task.rewards.format.weight``) the closed ``\\boxed{}``,
+  and the ``solved`` metric plain correctness.
 * :class:`ChatHarness` is the taskset's bundled harness: one tool-free chat
   completion through the rollout's interception endpoint, run in this
   process (no ``uv`` program, no index, no sandbox).
@@ -29,7 +29,6 @@ from verifiers.v1.dialects.chat import message_to_wire
 from self_improve import gsm8k_data
 from self_improve.exit_config import resolve_config
 from self_improve.hosts.v1_config import config_model
-from self_improve.scoring import answer_check
 from self_improve.scoring.response import CheckRecord, final_reply, improvement_reward, record_check
 
 DATA_FIELDS: tuple[str, ...] = ("num_train_examples", "num_eval_examples", "dataset_name", "dataset_config", "seed")
@@ -114,7 +113,7 @@ class SelfImproveTask(vf.Task[SelfImproveData, vf.State, SelfImproveTaskConfig])
     @vf.reward(weight=0.0)
     async def format(self, trace: vf.Trace) -> float:
         """1 when the response closes a ``\\boxed{}`` answer (weight 0: logged, not trained on)."""
-        return float(answer_check.extract_boxed(self.response(trace)) is not None)
+        return float((await self.check(trace)).boxed)
 
 
 class _TasksetFields(vf.TasksetConfig):

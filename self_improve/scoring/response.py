@@ -6,9 +6,10 @@ the prime-rl sampler all use them):
   r_prev = 1 (nothing left to improve: the limit of every epsilon regularisation);
 * :func:`final_reply`: the text that is scored, after the last ``</think>`` for a reasoning
   model, stripped;
-* the check cache: a rollout's answer is checked once (:func:`record_check`) and the verdict
-  kept under :data:`CHECK_KEY` in a mapping the rollout carries (the classic state, a v1
-  trace's ``info``) as plain values, so it stays serialisable; :func:`cached_check` reads it.
+* the check cache: a rollout's answer is checked once (:func:`record_check`) and the verdict,
+  with whether the text closes a ``\\boxed{}`` (the format reward), kept under :data:`CHECK_KEY`
+  in a mapping the rollout carries (the classic state, a v1 trace's ``info``) as plain values,
+  so it stays serialisable; :func:`cached_check` reads it.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class CheckRecord:
     """The check ran out of time (the response counts as wrong)."""
     response: str | None = None
     """The checked text, when the host keeps it (``record_check(..., keep_response=True)``)."""
+    boxed: bool = False
+    """The text closes a ``\\boxed{}`` answer (the format reward: the check has already looked)."""
 
 
 def cached_check(holder: Mapping[str, Any]) -> CheckRecord | None:
@@ -59,7 +62,7 @@ def cached_check(holder: Mapping[str, Any]) -> CheckRecord | None:
     if raw is None:
         return None
     return CheckRecord(correct=bool(raw["correct"]), timed_out=bool(raw.get("timed_out", False)),
-                       response=raw.get("response"))
+                       response=raw.get("response"), boxed=bool(raw.get("boxed", False)))
 
 
 async def record_check(holder: MutableMapping[str, Any], text: str, answer: str,
@@ -71,8 +74,8 @@ async def record_check(holder: MutableMapping[str, Any], text: str, answer: str,
         return cached
     result = await check_async(text, answer)
     record = CheckRecord(correct=bool(result.correct), timed_out=bool(result.timed_out),
-                         response=text if keep_response else None)
-    raw: dict[str, Any] = {"correct": record.correct, "timed_out": record.timed_out}
+                         response=text if keep_response else None, boxed=result.route != "unboxed")
+    raw: dict[str, Any] = {"correct": record.correct, "timed_out": record.timed_out, "boxed": record.boxed}
     if keep_response:
         raw["response"] = text
     holder[CHECK_KEY] = raw

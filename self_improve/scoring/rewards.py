@@ -22,8 +22,7 @@ from typing import Any, TypeVar
 import verifiers as vf
 
 from self_improve.exit_config import IterationReward
-from self_improve.scoring.answer_check import extract_boxed
-from self_improve.scoring.response import cached_check, improvement_reward, record_check
+from self_improve.scoring.response import CheckRecord, cached_check, improvement_reward, record_check
 
 Func = TypeVar("Func", bound=Callable[..., Any])
 
@@ -33,12 +32,11 @@ def response_text(parser: vf.Parser, completion: vf.Messages) -> str:
     return parser.parse_answer(completion) or ""
 
 
-async def rollout_check(state: vf.State, parser: vf.Parser, completion: vf.Messages, answer: str) -> bool:
-    """Whether the rollout's response is correct, checked once and kept in ``state``
-    (``scoring.response.record_check``, with the checked text for ``hosts.classic.rollout_of``)."""
-    record = cached_check(state) or await record_check(state, response_text(parser, completion or []), answer,
-                                                       keep_response=True)
-    return record.correct
+async def rollout_check(state: vf.State, parser: vf.Parser, completion: vf.Messages, answer: str) -> CheckRecord:
+    """The rollout's one answer check, run once and kept in ``state`` (``scoring.response.record_check``,
+    with the checked text for ``hosts.classic.rollout_of``)."""
+    return cached_check(state) or await record_check(state, response_text(parser, completion or []), answer,
+                                                     keep_response=True)
 
 
 def make_correct_answer(iteration_reward: IterationReward) -> vf.RewardFunc:
@@ -46,7 +44,7 @@ def make_correct_answer(iteration_reward: IterationReward) -> vf.RewardFunc:
 
     async def correct_answer(parser: vf.Parser, completion: vf.Messages, answer: str, info: dict[str, Any],
                              state: vf.State) -> float:
-        solved = float(await rollout_check(state, parser, completion, answer))
+        solved = float((await rollout_check(state, parser, completion, answer)).correct)
         if iteration_reward == "improvement" and info.get("step", "base") != "base":
             return improvement_reward(solved, float(info["prev_correct"]))
         return solved
@@ -54,9 +52,10 @@ def make_correct_answer(iteration_reward: IterationReward) -> vf.RewardFunc:
     return correct_answer
 
 
-def format_reward(parser: vf.Parser, completion: vf.Messages) -> float:
-    """1 when the response ends its reasoning with a closed ``\\boxed{}`` answer."""
-    return float(extract_boxed(response_text(parser, completion)) is not None)
+async def format_reward(parser: vf.Parser, completion: vf.Messages, answer: str, state: vf.State) -> float:
+    """1 when the response ends its reasoning with a closed ``\\boxed{}`` answer (read from the
+    rollout's one check, which has already looked for it)."""
+    return float((await rollout_check(state, parser, completion, answer)).boxed)
 
 
 def build_rubric(parser: vf.Parser, iteration_reward: IterationReward, format_weight: float) -> vf.Rubric:

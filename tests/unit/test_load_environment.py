@@ -176,7 +176,7 @@ def test_buffer_path_and_buffer_url_together_are_refused() -> None:
         load_environment(buffer_path="b.json", buffer_url="redis://127.0.0.1:6379/0")
 
 
-def test_rewrite_inputs_builds_the_prompt_once_and_gives_each_row_its_own_info() -> None:
+def test_rewrite_inputs_builds_the_prompt_and_the_info_of_equal_rows_once() -> None:
     from self_improve.exit_loop import GroupPlan
     from self_improve.grouping import Instance, Task
     from self_improve.hosts.classic import rewrite_input, rewrite_inputs
@@ -184,10 +184,12 @@ def test_rewrite_inputs_builds_the_prompt_once_and_gives_each_row_its_own_info()
     task = Task("train-3", "What is 2+3?", "5")
     parent = Instance(instance_id=7, task=task, iterates=("It is 6.",), iterate_correct=(False,), score=0.25,
                       parent_id=None, created_step=1, scored_step=1)
-    rows = [{"prompt": [], "answer": "5", "info": {"task_id": "train-3", "question": task.question}, "example_id": i}
-            for i in range(3)]
+    info = json.dumps({"task_id": "train-3", "question": task.question})
+    rows = [{"prompt": [], "answer": "5", "info": info[:-1] + "}", "example_id": i} for i in range(3)]  # equal copies
+    rows.append({"prompt": [], "answer": "5", "info": {"task_id": "train-3", "question": "?", "row": 3}})
     for plan in (GroupPlan("base", task), GroupPlan("improve", task, parent)):
         rewritten = rewrite_inputs(rows, plan)
         assert rewritten == [rewrite_input(row, plan) for row in rows]
-        assert rewritten[0]["info"] is not rewritten[1]["info"]
+        assert rewritten[0]["info"] is rewritten[1]["info"]  # parsed once (verifiers deep-copies each input)
+        assert rewritten[3]["info"] == {**rows[3]["info"], **plan.info()}  # a row of its own keeps its own
         assert rewritten[0]["info"]["parent_id"] == (7 if plan.instance else None)

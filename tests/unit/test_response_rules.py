@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from self_improve.scoring import response
+from self_improve.scoring.answer_check import extract_boxed
 from self_improve.scoring.response import (
     CHECK_KEY,
     CheckRecord,
@@ -87,16 +88,26 @@ def test_a_rollout_is_checked_once_and_the_record_stays_plain(monkeypatch: pytes
     assert cached_check(state) is None
     first = asyncio.run(record_check(state, "so \\boxed{1,000}.", "1000", keep_response=True))
     again = asyncio.run(record_check(state, "so \\boxed{7}.", "1000"))  # a later reader: no second check
-    assert first == again == CheckRecord(correct=True, timed_out=False, response="so \\boxed{1,000}.")
+    assert first == again == CheckRecord(correct=True, timed_out=False, response="so \\boxed{1,000}.", boxed=True)
     assert calls == ["so \\boxed{1,000}."]
     assert json.loads(json.dumps(state)) == state  # plain values: a state stays serialisable
     assert cached_check(state) == first
 
 
+PIECES = st.sampled_from(["\\boxed{", "\\boxed {", "\\fbox{", "{", "}", "12", "twelve", " ", "\\frac{1}{2}"])
+
+
+@given(st.lists(PIECES, max_size=8).map("".join))
+def test_the_record_says_whether_the_text_closes_a_box_as_extract_boxed_does(text: str) -> None:
+    record = asyncio.run(record_check({}, text, "12"))  # the format reward reads it instead of looking again
+    assert record.boxed == (extract_boxed(text) is not None)
+
+
 def test_a_record_without_the_response_keeps_none() -> None:
     info: dict = {}
     record = asyncio.run(record_check(info, "\\boxed{3}", "4"))
-    assert record == CheckRecord(correct=False) and info[CHECK_KEY] == {"correct": False, "timed_out": False}
+    assert record == CheckRecord(correct=False, boxed=True)
+    assert info[CHECK_KEY] == {"correct": False, "timed_out": False, "boxed": True}
     assert cached_check({CHECK_KEY: {"correct": True}}) == CheckRecord(correct=True)  # written by another host
 
 
