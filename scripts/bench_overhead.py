@@ -20,13 +20,16 @@ Four measurements, printed as Markdown tables:
    worker process): time per group and b/a, and where the difference goes
    (the hook's buffer calls timed as the run makes them, the rubric timed
    on one scored group).
+   2b. With ``--instructions GROUPS`` (``scripts/bench_instructions.py``): the same groups counted in
+   instructions by callgrind, which this machine's drifting speed does not move.
 3. Buffer scaling: ``sample()`` and ``observe()`` of a G=8 group on full
    buffers of N = 512, 10^4, 10^5 instances with typical scores.
 4. Memory: tracemalloc peak of a full 512-instance buffer of ~1,000-token
    (4,000-character) responses, and the size and write time of its saved state.
 
     .venv/bin/python scripts/bench_overhead.py               # everything (about 15 minutes on 2 cores)
-    .venv/bin/python scripts/bench_overhead.py --skip-vf-eval # sections 2-4 (about 40 s)
+    .venv/bin/python scripts/bench_overhead.py --skip-vf-eval # sections 2-4 (about 60 s)
+    .venv/bin/python scripts/bench_overhead.py --skip-vf-eval --instructions 100  # and 2b (about 10 more minutes)
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ BENCH_ENVS = REPO / "scripts" / "bench_envs"
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(BENCH_ENVS), str(REPO / "scripts")]
 
 import bench_in_process as in_process  # noqa: E402
+import bench_instructions  # noqa: E402
 from bench_in_process import G, per_op_us  # noqa: E402
 from vf_eval_runs import Job, run_at_once, vf_eval_run  # noqa: E402
 
@@ -72,6 +76,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="section 2: timed groups per environment in the in-process run (default 1200)")
     parser.add_argument("--pairs", type=int, default=24,
                         help="section 2: interleaved pairs of blocks, the order swapped each pair (default 24)")
+    parser.add_argument("--instructions", type=int, default=0, metavar="GROUPS",
+                        help="section 2b: also count instructions per group under callgrind over GROUPS groups "
+                             "(scripts/bench_instructions.py; needs valgrind; about 10 minutes for 100; "
+                             "default 0: off)")
     parser.add_argument("--skip-vf-eval", action="store_true", help="skip section 1 (the slow end-to-end runs)")
     parser.add_argument("--no-start-up", action="store_true",
                         help="section 1: skip the -n 1 -r 1 runs that measure start-up (more pairs per hour)")
@@ -88,6 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("num_examples", "rollouts_per_example", "max_concurrent", "reps", "groups", "pairs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(args, name)}")
+    if args.instructions < 0:
+        parser.error(f"--instructions: must be >= 0, got {args.instructions}")
     return args
 
 
@@ -261,8 +271,11 @@ def main(argv: list[str] | None = None) -> None:
     sections: list[tuple[str, Callable[[], list[str]]]] = []
     if not args.skip_vf_eval:
         sections.append(("End to end (vf-eval)", lambda: bench_vf_eval(args)))
-    sections += [("In process (run_group)", lambda: bench_in_process(args)),
-                 ("Buffer scaling", bench_scaling), ("Buffer memory", bench_memory)]
+    sections.append(("In process (run_group)", lambda: bench_in_process(args)))
+    if args.instructions:
+        sections.append(("In process, instructions (callgrind)",
+                         lambda: bench_instructions.bench_instructions(args.instructions)))
+    sections += [("Buffer scaling", bench_scaling), ("Buffer memory", bench_memory)]
     command = ["scripts/bench_overhead.py", *(argv if argv is not None else sys.argv[1:])]
     print(f"`.venv/bin/python {' '.join(command)}`, {os.cpu_count()} CPU cores\n")
     for title, section in sections:

@@ -52,10 +52,17 @@ def make_correct_answer(iteration_reward: IterationReward) -> vf.RewardFunc:
     return correct_answer
 
 
-async def format_reward(parser: vf.Parser, completion: vf.Messages, answer: str, state: vf.State) -> float:
-    """1 when the response ends its reasoning with a closed ``\\boxed{}`` answer (read from the
-    rollout's one check, which has already looked for it)."""
-    return float((await rollout_check(state, parser, completion, answer)).boxed)
+async def format_reward(parser: vf.Parser, completions: list[vf.Messages], answers: list[str],
+                        states: list[vf.State]) -> list[float]:
+    """1 for each rollout of the group whose response closes a ``\\boxed{}`` answer, read from the
+    rollout's one check (which has already looked for it).
+
+    One call per group (verifiers calls a function with a ``states`` argument once for the whole
+    group): called per rollout, verifiers' task and argument set-up for it cost 40 times what it
+    does, 1.2 million instructions a group (``scripts/bench_instructions.py``).
+    """
+    return [float((await rollout_check(state, parser, completion, answer)).boxed)
+            for state, completion, answer in zip(states, completions, answers, strict=True)]
 
 
 def build_rubric(parser: vf.Parser, iteration_reward: IterationReward, format_weight: float) -> vf.Rubric:
@@ -63,7 +70,8 @@ def build_rubric(parser: vf.Parser, iteration_reward: IterationReward, format_we
 
     Metrics that the hook already knows (step kind, depth, the group's accuracy...) are
     written by the ExIt hook instead of by more rubric functions: verifiers runs each
-    function as one task per rollout (``scripts/bench_overhead.py`` measures the rubric).
+    per-rollout function as one task per rollout (``scripts/bench_overhead.py`` measures the
+    rubric), and the format is scored once per group.
     """
     rubric = vf.Rubric(parser=parser)
     rubric.add_reward_func(with_signature(make_correct_answer(iteration_reward)), weight=1.0)
