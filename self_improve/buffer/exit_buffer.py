@@ -161,17 +161,17 @@ class ExitBuffer:
             self._insert(group.task, child, group.parent_id)
 
     def _insert(self, task: Task, child: Child, parent_id: int | None) -> None:
-        full = len(self) >= self.capacity
-        if full and child.score < self._scores[self._lowest_slot()]:
+        lowest = self._lowest_slot() if len(self) >= self.capacity else None
+        if lowest is not None and child.score < self._scores[lowest]:
             return  # below every held score: out whether or not it repeats one (no key to normalise)
         key = response_key(task.task_id, child.latest)
         if key in self._slot_of_key:
             return
-        if full:
-            slot = self._lowest_slot()
-            self._forget(slot)
-        else:
+        if lowest is None:
             slot = self._open_slot()
+        else:
+            slot = lowest
+            self._forget(slot)
         self._place(slot, key, Instance(
             instance_id=self._next_id,
             task=task,

@@ -54,17 +54,24 @@ def rewrite_inputs(rows: list[vf.RolloutInput], plan: GroupPlan) -> list[vf.Roll
 
 
 def rollout_of(state: vf.State, parser: vf.Parser) -> Rollout:
-    """What the loop needs of a scored rollout, and why it failed if it did."""
+    """What the loop needs of a scored rollout, and why it failed if it did.
+
+    The error, timeout and reward keys are the state's own (verifiers' ``State`` forwards only its
+    input fields, prompt, answer, info and example_id, to the rollout's input), so they are read as
+    a plain dict's: ``State.get`` is a Python call that raises and catches ``KeyError`` when a key
+    is missing (``timed_out`` mostly is).
+    """
+    own = dict.get
     check = cached_check(state)
     text = check.response if check is not None else None
     if text is None:  # not checked (a failed rollout), or checked by a host that kept no text
         text = response_text(parser, state.get("completion") or [])
-    failure = None
-    if state.get("error") is not None:
-        failure = f"error: {state['error']!r:.200}"
-    elif state.get("timed_out") or state.get("stop_condition") == "timeout_reached":
+    error, failure = own(state, "error"), None
+    if error is not None:
+        failure = f"error: {error!r:.200}"
+    elif own(state, "timed_out") or own(state, "stop_condition") == "timeout_reached":
         failure = "timed out"
-    return Rollout(response=text, reward=float(state["reward"]), correct=bool(check and check.correct),
+    return Rollout(response=text, reward=float(own(state, "reward")), correct=bool(check and check.correct),
                    failure=failure, check_timed_out=bool(check and check.timed_out))
 
 
