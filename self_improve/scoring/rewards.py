@@ -4,7 +4,8 @@ verifiers passes arguments by name (``completion``, ``answer``, ``info``,
 ``parser``, ``state``, ``states``...). Each response is parsed and checked
 once per rollout (``rollout_check``, kept in the rollout's state), off the
 event loop when the check needs the symbolic fallback; every function here
-reads the rollout and returns a number, and never touches the buffer.
+reads that check and returns a number per rollout (the format: a list, one
+call per group), and never touches the buffer.
 
 Step returns: a base step, and a self-iteration step under
 ``iteration_reward="correctness"`` (the paper's math setting, App. A.2),
