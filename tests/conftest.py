@@ -1,5 +1,5 @@
 """Shared fixtures: the scripted OpenAI-compatible server, a ``vf-eval`` runner, a
-buffer file held by another process, and the rule of ``tests/unit/``: a unit test
+buffer file held by another process, the texts the answer check runs on, and the rule of ``tests/unit/``: a unit test
 that listens on a socket or starts a subprocess fails (``unit_tests_start_nothing``)."""
 
 from __future__ import annotations
@@ -46,6 +46,22 @@ def unit_tests_start_nothing(request: pytest.FixtureRequest, monkeypatch: pytest
 
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse_popen)
     monkeypatch.setattr(socket.socket, "listen", refuse_listen)
+
+
+@pytest.fixture
+def checked_texts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The texts the real answer check is run on (``scoring.response.check_async``), in order."""
+    from self_improve.scoring import response
+
+    texts: list[str] = []
+    real = response.check_async
+
+    async def counting(text: str, gold: str) -> object:  # the real check, counted
+        texts.append(text)
+        return await real(text, gold)
+
+    monkeypatch.setattr(response, "check_async", counting)
+    return texts
 
 
 @pytest.fixture

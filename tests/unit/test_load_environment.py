@@ -40,23 +40,13 @@ def test_reward_functions_are_inspected_once_and_show_verifiers_their_own_parame
         assert list(inspect.signature(func).parameters) == list(func.__code__.co_varnames[:func.__code__.co_argcount])
 
 
-def test_the_format_is_scored_once_per_group_from_each_rollouts_one_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    from self_improve.scoring import response
-
-    checked = []
-    real = response.check_async
-
-    async def counting(text: str, gold: str):  # the real check, counted
-        checked.append(text)
-        return await real(text, gold)
-
-    monkeypatch.setattr(response, "check_async", counting)
+def test_the_format_is_scored_once_per_group_from_each_rollouts_one_check(checked_texts: list[str]) -> None:
     env = load_environment(num_eval_examples=2, num_train_examples=2, format_weight=0.5)
     texts = ["so \\boxed{5}.", "\\boxed{6}", "5", "\\boxed{5"]
     states = [vf.State(input={"prompt": [], "answer": "5", "info": {"step": "base"}, "example_id": 0},
                        completion=[{"role": "assistant", "content": text}], trajectory=[]) for text in texts]
     asyncio.run(env.rubric.score_group(states))  # verifiers' own scoring: the step return first, then the format
-    assert checked == texts  # one check per rollout, which the format reads
+    assert checked_texts == texts  # one check per rollout, which the format reads
     assert [state["metrics"]["format_reward"] for state in states] == [1.0, 1.0, 0.0, 0.0]
     assert [state["reward"] for state in states] == [1.5, 0.5, 0.0, 0.0]
     assert env.rubric.has_group_rewards  # one call for the group (verifiers: a function taking ``states``)

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from self_improve.scoring import response
 from self_improve.scoring.answer_check import extract_boxed
 from self_improve.scoring.response import (
     CHECK_KEY,
@@ -75,21 +74,13 @@ def test_no_reply_scores_as_empty_text(empty: str | None) -> None:
     assert final_reply(empty, use_think=True) == ""
 
 
-def test_a_rollout_is_checked_once_and_the_record_stays_plain(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = []
-    real = response.check_async
-
-    async def counting(text: str, gold: str):  # the real check, counted
-        calls.append(text)
-        return await real(text, gold)
-
-    monkeypatch.setattr(response, "check_async", counting)
+def test_a_rollout_is_checked_once_and_the_record_stays_plain(checked_texts: list[str]) -> None:
     state: dict = {}
     assert cached_check(state) is None
     first = asyncio.run(record_check(state, "so \\boxed{1,000}.", "1000", keep_response=True))
     again = asyncio.run(record_check(state, "so \\boxed{7}.", "1000"))  # a later reader: no second check
     assert first == again == CheckRecord(correct=True, timed_out=False, response="so \\boxed{1,000}.", boxed=True)
-    assert calls == ["so \\boxed{1,000}."]
+    assert checked_texts == ["so \\boxed{1,000}."]
     assert json.loads(json.dumps(state)) == state  # plain values: a state stays serialisable
     assert cached_check(state) == first
 
