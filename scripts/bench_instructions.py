@@ -13,6 +13,7 @@ are not in it, so it complements section 2 rather than replacing it.
     .venv/bin/python scripts/bench_instructions.py              # (a) and (b) (about 10 minutes for 100 groups)
     .venv/bin/python scripts/bench_instructions.py --arms a,b,b-no-format,b-select0  # and two parts of (b) taken away
     .venv/bin/python scripts/bench_instructions.py --child b 5  # one counted process: (b), warm-up + 5 groups
+    .venv/bin/python scripts/bench_instructions.py --end-to-end 200  # section 2c: each process of a real vf-eval run
 
 Needs valgrind (``apt-get install -y valgrind``). The runs go two at a time, one per core; the
 arms that take a part of (b) away say, by difference, what that part costs.
@@ -36,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "scripts" / "bench_envs"), str(REPO / "scripts")]
 
 import bench_in_process as in_process  # noqa: E402
+from bench_processes import bench_processes  # noqa: E402
 
 CONCURRENCY: int = 8
 """Groups in flight, as section 2 runs them (vf-eval -c 64 with -r 8)."""
@@ -138,6 +140,9 @@ def main() -> None:
     parser.add_argument("--arms", default="a,b",
                         help=f"comma-separated arms to count, (a) always among them (default a,b; "
                              f"of {', '.join(ARMS)})")
+    parser.add_argument("--end-to-end", type=int, default=0, metavar="GROUPS",
+                        help="instead, section 2c: count each process of a real vf-eval run per group, over GROUPS "
+                             "groups (scripts/bench_processes.py; about 20 minutes for 200)")
     parser.add_argument("--child", nargs=2, metavar=("ARM", "GROUPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -147,6 +152,11 @@ def main() -> None:
         return
     if args.groups < 1:
         parser.error(f"--groups: must be >= 1, got {args.groups}")
+    if args.end_to_end < 0:
+        parser.error(f"--end-to-end: must be >= 0, got {args.end_to_end}")
+    if args.end_to_end:
+        print("\n".join(bench_processes(args.end_to_end)))
+        return
     arms = args.arms.split(",")
     unknown = [arm for arm in arms if arm not in ARMS]
     if unknown:

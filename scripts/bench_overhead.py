@@ -22,6 +22,8 @@ Four measurements, printed as Markdown tables:
    on one scored group).
    2b. With ``--instructions GROUPS`` (``scripts/bench_instructions.py``): the same groups counted in
    instructions by callgrind, which this machine's drifting speed does not move.
+   2c. ``scripts/bench_instructions.py --end-to-end GROUPS`` (``scripts/bench_processes.py``): section 1's
+   real vf-eval counted the same way, per process (vf-eval, env server, env worker).
 3. Buffer scaling: ``sample()`` and ``observe()`` of a G=8 group on full
    buffers of N = 512, 10^4, 10^5 instances with typical scores.
 4. Memory: tracemalloc peak of a full 512-instance buffer of ~1,000-token
