@@ -33,6 +33,7 @@ from self_improve.buffer import redis_auth
 Strategy = Literal["grpo", "curriculum", "improve", "diverge", "exit"]
 DiversityMode = Literal["advantage", "reward"]
 IterationReward = Literal["correctness", "improvement"]
+RowMetrics = Literal["core", "all"]
 
 PRESETS: dict[str, dict[str, Any]] = {
     "grpo": {"select_prob": 0.0, "divergence_prob": 0.0, "diversity_bonus": False},
@@ -116,6 +117,9 @@ class ExitConfig:
     format_weight: float = arg(0.1, "Weight of the closed-`\\boxed{}` reward beside correctness (weight 1).",
                                low=0.0)
     use_think: bool = arg(False, "Parse answers after `</think>` (for reasoning models).")
+    row_metrics: RowMetrics = arg("core", "Metrics on every rollout: `core`, `solved`, `learnability` and "
+                                          "`from_buffer`; `all`, also the step's description, the group's accuracy "
+                                          "and the buffer's state (each key costs every row; docs/benchmarks.md).")
     num_train_examples: int = arg(-1, "Seeded subset of GSM8K train; -1: all 7,473.", check=checks.subset_size)
     num_eval_examples: int = arg(-1, "Seeded subset of GSM8K test; -1: all 1,319.", check=checks.subset_size)
     dataset_name: str | None = arg(None, "A `datasets` source with `question`/`answer` columns; null: the bundled "

@@ -303,20 +303,22 @@ class ExitLoop:
             with self._store_lock:
                 catch_up = self.diversity.claim(self._instances)
             vectors = self.diversity.embed(group.responses, catch_up)
-        state = None
+        state, every_metric = None, self.config.row_metrics == "all"
+        buffer_metrics: dict[str, float] = {}
         with self._store_lock:
             shaping = self.diversity.shape(group, vectors, catch_up) if self.diversity is not None else None
             observed = not any(failures) and self._observe(group)
-            buffer_metrics = self._buffer_metrics()
-            if self.diversity is not None:
-                buffer_metrics["buffer_diversity"] = self.diversity.buffer_diversity(self._instances())
+            if every_metric or logger.isEnabledFor(logging.DEBUG):
+                buffer_metrics = self._buffer_metrics()
+                if self.diversity is not None:
+                    buffer_metrics["buffer_diversity"] = self.diversity.buffer_diversity(self._instances())
             if observed and self.checkpoint is not None:
                 with self._rng_lock:
                     state = {**self.store.state_dict(), "loop": self._generators()}
         if state is not None:
             self.checkpoint.save(state)  # type: ignore[union-attr]
-        step_metrics = {**plan.metrics(), "learnability": group.learnability, **buffer_metrics}
-        metrics = tuple({**step_metrics, "solved": float(flag)} for flag in group.correct)
+        group_metrics = self._group_metrics(plan, group, buffer_metrics if every_metric else None)
+        metrics = tuple({**group_metrics, "solved": float(flag)} for flag in group.correct)
         if shaping is not None:
             for row, d in zip(metrics, shaping.bonus, strict=True):
                 row["diversity"] = d
@@ -352,6 +354,17 @@ class ExitLoop:
             return False
         self._outage = False
         return True
+
+    @staticmethod
+    def _group_metrics(plan: GroupPlan, group: Group, buffer_metrics: dict[str, float] | None) -> dict[str, float]:
+        """What every rollout of the group carries beside its own ``solved`` (and ``diversity``):
+        ``row_metrics="core"`` (``buffer_metrics`` None), ``from_buffer`` and ``learnability``; ``"all"``,
+        also the plan's constants, the group's accuracy and the buffer's metrics. Each key costs every
+        row its validation, transfer and printing in vf-eval (docs/benchmarks.md, section 2c)."""
+        if buffer_metrics is None:
+            return {"from_buffer": float(plan.from_buffer), "learnability": group.learnability}
+        return {**plan.metrics(), "learnability": group.learnability,
+                "group_accuracy": sum(group.correct) / len(group.correct), **buffer_metrics}
 
     def _buffer_metrics(self) -> dict[str, float]:
         """The store's metrics, or the last ones it gave while it cannot be reached."""

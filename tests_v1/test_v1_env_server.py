@@ -33,7 +33,7 @@ def mixed_policy(request: ChatRequest) -> str:
 def exit_env(**overrides: object) -> dict:
     return {"taskset": {"id": "self-improve", "num_train_examples": 5}, "rollouts_per_group": G,
             "min_buffer_size": MIN_BUFFER, "select_prob": 1.0, "divergence_prob": 0.5, "buffer_size": 64,
-            **overrides}
+            "row_metrics": "all", **overrides}
 
 
 @pytest.fixture

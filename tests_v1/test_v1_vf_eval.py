@@ -41,6 +41,9 @@ def test_vf_eval_saves_exit_groups_scored_by_the_scripted_correctness(scripted_s
             assert [m.model_dump(exclude_none=True) for m in trace.branches[-1].messages[:-1]] == plan.messages()
             rewards.append(trace.reward)
         assert all(t.metrics["learnability"] == pytest.approx(float(np.var(rewards))) for t in episode.traces)
+        # the default row_metrics="core": the loop's metrics are these three (beside the task's own)
+        assert {"from_buffer", "learnability", "solved"} <= set(episode.traces[0].metrics)
+        assert not {"depth", "group_accuracy", "buffer_size"} & set(episode.traces[0].metrics)
     # Group 1 fills the buffer with its 4 responses; from then on every group starts from one.
     assert steps[0] == "base" and set(steps[1:]) <= {"improve", "diverge"}
     opening = {"improve": prompts.SELF_IMPROVE_TEMPLATE[:30], "diverge": prompts.SELF_DIVERGE_TEMPLATE[:30]}

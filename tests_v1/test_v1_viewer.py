@@ -17,7 +17,7 @@ from self_improve.viewer import cli
 def test_a_v1_run_is_read_one_group_per_episode_in_saved_order(scripted_server: ScriptedServer, tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture) -> None:
     episodes = run_vf_eval(scripted_server.url, tmp_path, "-n", "6", "-c", "1", "--env.rollouts-per-group", "4",
-                           "--env.min-buffer-size", "4", "--env.select-prob", "1.0",
+                           "--env.min-buffer-size", "4", "--env.select-prob", "1.0", "--env.row-metrics", "all",
                            "--env.taskset.num-train-examples", "10")
     assert cli.main([str(tmp_path / "run" / "traces.jsonl"), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)

@@ -76,14 +76,10 @@ def rollout_of(state: vf.State, parser: vf.Parser) -> Rollout:
 
 
 def write_report(states: list[vf.State], report: GroupReport) -> None:
-    """Metrics (and ``group_accuracy``, the fraction of the group that solved its prompt), shaped
-    rewards or advantages, and failures back into the rollouts' states."""
-    accuracy = sum(report.group.correct) / len(report.group.correct)
+    """Metrics, shaped rewards or advantages, and failures back into the rollouts' states."""
     for state, metrics, reward, advantage, problem in zip(states, report.metrics, report.rewards,
                                                           report.advantages, report.failures, strict=True):
-        written = state["metrics"]
-        written.update(metrics)
-        written["group_accuracy"] = accuracy
+        state["metrics"].update(metrics)
         if report.bonus is not None:
             state["reward"], state["advantage"] = reward, advantage
             for step in state["trajectory"]:

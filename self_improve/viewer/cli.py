@@ -99,6 +99,9 @@ def show_run(config: ViewerConfig) -> None:
     if config.plot is not None:
         for path in plots.plot_run(groups, config.plot, title_of(config)):
             print(f"wrote {path}", file=sys.stderr)
+        if not any(group.buffer for group in groups):
+            print(f"no {plots.FIG7_FILE}: the rows carry no buffer metrics (run with row_metrics=\"all\")",
+                  file=sys.stderr)
     if config.csv is not None:
         export.write_csv([group.row() for group in groups], config.csv)
         print(f"wrote {config.csv}", file=sys.stderr)

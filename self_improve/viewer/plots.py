@@ -53,7 +53,8 @@ def default_window(count: int) -> int:
 
 def plot_run(groups: Sequence[GroupRecord], folder: Path, title: str, window: int | None = None) -> list[Path]:
     """Fig. 6 (learnability and depth of groups drawn from the buffer) and Fig. 7 (distinct tasks in
-    the buffer) over the run; returns the files written."""
+    the buffer) over the run; returns the files written. The buffer's own curves (its mean depth, and
+    all of Fig. 7) need its metrics on the rows (``row_metrics="all"``), and are left out without them."""
     plt = _pyplot()
     folder.mkdir(parents=True, exist_ok=True)
     window = window or default_window(len(groups))
@@ -70,8 +71,10 @@ def plot_run(groups: Sequence[GroupRecord], folder: Path, title: str, window: in
     left.set_ylabel("learnability S of the group (Var of returns / r_max)")
     right.plot(x, depth_drawn, ".", color="C2", alpha=0.25)
     right.plot(x, moving_average(depth_drawn, window), color="C2", label="depth of groups drawn from the buffer")
-    buffer_depth = [g.buffer.get("buffer_depth_mean", np.nan) for g in groups]
-    right.plot(x, buffer_depth, color="C3", linestyle="--", label="mean depth held in the buffer")
+    with_buffer = any(group.buffer for group in groups)
+    if with_buffer:
+        buffer_depth = [g.buffer.get("buffer_depth_mean", np.nan) for g in groups]
+        right.plot(x, buffer_depth, color="C3", linestyle="--", label="mean depth held in the buffer")
     right.set_ylabel("depth k (self-iteration steps)")
     for axis in (left, right):
         axis.set_xlabel("groups, in the order they finished")
@@ -79,6 +82,8 @@ def plot_run(groups: Sequence[GroupRecord], folder: Path, title: str, window: in
         axis.legend(fontsize=8)
     _suptitle(figure, f"Fig. 6: learnability and depth of buffer-drawn groups ({window}-group moving average)", title)
     paths = [_save(plt, figure, folder / FIG6_FILE)]
+    if not with_buffer:
+        return paths
 
     figure, axis = plt.subplots(figsize=(7, 4.2))
     axis.plot(x, [g.buffer.get("buffer_distinct_tasks", np.nan) for g in groups], color="C0",

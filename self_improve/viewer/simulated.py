@@ -13,6 +13,7 @@ groups were observed. Responses are stand-ins (``train-12#345``): the learner ha
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +34,8 @@ def run(out: Path, strategy: str = "diverge", rollouts: int = 16_000, seed: int 
     settings = SimulationSettings(rollouts=rollouts)
     settings.validate()
     model = LearnerModel()
-    loop = ExitLoop.from_config(simulation_config(strategy, seed, settings))
+    # every metric on the rows, so the viewer draws the buffer's curves too
+    loop = ExitLoop.from_config(dataclasses.replace(simulation_config(strategy, seed, settings), row_metrics="all"))
     task_rng = np.random.default_rng([seed, 100])
     tasks, difficulties = make_tasks("train", settings.train_tasks, model, task_rng)
     learner = Learner(model, {task.task_id: float(d) for task, d in zip(tasks, difficulties, strict=True)})

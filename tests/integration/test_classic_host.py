@@ -97,10 +97,25 @@ def test_improve_prompt_holds_the_parents_latest_response(scripted_server: Scrip
 
 
 def test_divergence_probability_one_sends_diverge_prompts(scripted_server: ScriptedServer) -> None:
-    env = small_env(min_buffer_size=1, select_prob=1.0, divergence_prob=1.0)
+    env = small_env(min_buffer_size=1, select_prob=1.0, divergence_prob=1.0, row_metrics="all")
     groups = asyncio.run(run_groups(env, scripted_server, [0, 1, 2]))
     assert [g[0]["info"]["step"] for g in groups] == ["base", "diverge", "diverge"]
     assert all(o["metrics"]["diverge_step"] == 1.0 for o in groups[1])
+
+
+def test_rows_carry_the_core_metrics_by_default_and_the_step_group_and_buffer_ones_with_all(
+        scripted_server: ScriptedServer) -> None:
+    core = {"from_buffer", "learnability", "solved"}
+    every = {"improve_step", "diverge_step", "depth", "prev_correct", "group_accuracy", "buffer_step", "buffer_size",
+             "buffer_score_mean", "buffer_score_max", "buffer_depth_mean", "buffer_distinct_tasks"}
+    rubric = {"correct_answer", "format_reward", "num_turns"}
+    for row_metrics, keys in (("core", rubric | core), ("all", rubric | core | every)):
+        env = small_env(min_buffer_size=1, select_prob=1.0, divergence_prob=0.0, row_metrics=row_metrics)
+        groups = asyncio.run(run_groups(env, scripted_server, [0, 1]))
+        assert [set(o["metrics"]) for g in groups for o in g] == [keys] * 2 * G, row_metrics
+        assert [g[0]["metrics"]["from_buffer"] for g in groups] == [0.0, 1.0]
+        if row_metrics == "all":
+            assert groups[1][0]["metrics"]["buffer_size"] == len(env.buffer)
 
 
 def test_curriculum_replays_questions_without_self_iteration_prompts(scripted_server: ScriptedServer) -> None:

@@ -352,7 +352,7 @@ def test_buffer_learns_from_the_unshaped_returns_in_reward_mode(scripted_server:
 
 
 def test_buffer_diversity_is_the_mean_pairwise_distance_of_the_buffer_texts(scripted_server: ScriptedServer) -> None:
-    env = small_env(strategy="exit")
+    env = small_env(strategy="exit", row_metrics="all")
     run_one_group(env, scripted_server, 0)
     outputs = run_one_group(env, scripted_server, 1)
     texts = [instance_text(instance) for instance in env.buffer.instances()]
@@ -364,7 +364,7 @@ def test_buffer_diversity_is_the_mean_pairwise_distance_of_the_buffer_texts(scri
 def test_a_resumed_buffer_is_embedded_for_buffer_diversity(scripted_server: ScriptedServer, tmp_path: Path) -> None:
     buffer_path = str(tmp_path / "buffer.json")
     run_one_group(small_env(strategy="exit", buffer_path=buffer_path), scripted_server, 0)
-    resumed = small_env(strategy="exit", buffer_path=buffer_path, select_prob=0.0)
+    resumed = small_env(strategy="exit", buffer_path=buffer_path, select_prob=0.0, row_metrics="all")
     outputs = run_one_group(resumed, scripted_server, 1)
     texts = [instance_text(instance) for instance in resumed.buffer.instances()]
     expected = mean_pairwise_cosine_distance(embed_texts(DEFAULT_EMBEDDING_MODEL, texts))
@@ -387,11 +387,12 @@ def test_presets_other_than_exit_leave_the_bonus_off(strategy: str, scripted_ser
 
 @pytest.fixture(scope="module")
 def exit_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[dict]]:
-    """One real ``vf-eval self-improve -n 6 -r 4 -C advantage`` run with ``strategy="exit"``."""
+    """One real ``vf-eval self-improve -n 6 -r 4 -C advantage`` run with ``strategy="exit"`` (every metric)."""
     server = ScriptedServer(policy=cycle_policy(("correct", "wrong", "unboxed", "correct"))).start()
     out = tmp_path_factory.mktemp("exit_run")
     rows = run_vf_eval(server.url, out, "-n", "6", "-r", str(G), "-t", "64", "-C", "advantage",
-                       env_args={"strategy": "exit", "diversity_mode": "advantage", "min_buffer_size": 1})
+                       env_args={"strategy": "exit", "diversity_mode": "advantage", "min_buffer_size": 1,
+                                 "row_metrics": "all"})
     yield rows
     server.stop()
 

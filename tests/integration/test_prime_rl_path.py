@@ -59,6 +59,7 @@ def exit_args(buffer_path: Path) -> dict[str, Any]:
         "num_train_examples": 8,
         "num_eval_examples": 1,
         "buffer_path": str(buffer_path),
+        "row_metrics": "all",  # the buffer's metrics on each trace
     }
 
 

@@ -27,12 +27,13 @@ EXPECTED_METRICS = {"correct_answer", "format_reward", "solved", "group_accuracy
 
 @pytest.fixture(scope="module")
 def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ScriptedServer, list[dict], Path]]:
-    """One real ``vf-eval self-improve -n 20 -r 4 -s`` run with default environment arguments."""
+    """One real ``vf-eval self-improve -n 20 -r 4 -s`` run with default environment arguments, but every
+    metric on every row (``row_metrics="all"``; the default's own set: ``test_classic_host.py``)."""
     server = ScriptedServer(policy=cycle_policy(PATTERN)).start()
     out = tmp_path_factory.mktemp("quickstart")
     buffer_path = out / "buffer.json"
     rows = run_vf_eval(server.url, out, "-n", "20", "-r", "4", "-t", "64",
-                       env_args={"buffer_path": str(buffer_path)})
+                       env_args={"buffer_path": str(buffer_path), "row_metrics": "all"})
     yield server, rows, buffer_path
     server.stop()
 

@@ -35,8 +35,8 @@ pytestmark = [pytest.mark.redis, pytest.mark.vf_eval]  # the real parts this fil
 
 COMMAND = Path(sys.executable).with_name("self-improve-buffer")
 PATTERN = ("correct", "wrong", "unboxed", "wrong", "correct", "wrong", "long")
-ENV_ARGS = {"min_buffer_size": 4, "select_prob": 0.8}
-"""A buffer sampled early and often, so 24 groups reach depth 2 and beyond."""
+ENV_ARGS = {"min_buffer_size": 4, "select_prob": 0.8, "row_metrics": "all"}
+"""A buffer sampled early and often, so 24 groups reach depth 2 and beyond; the buffer's metrics on every row."""
 
 
 @dataclass
@@ -411,3 +411,16 @@ def test_the_simulated_learner_leaves_a_buffer_and_rows_the_viewer_reads(tmp_pat
     shown = json.loads(out)
     assert len(shown["groups"]) == state["step"] == 64
     assert shown["buffer_after_last_group"]["buffer_size"] == len(state["instances"])
+
+
+def test_rows_without_the_buffers_metrics_draw_fig6_and_say_why_fig7_is_missing(tmp_path: Path, capsys) -> None:
+    _, results = simulated.run(tmp_path / "run", "diverge", rollouts=8 * 8 * 4, seed=1)
+    core = tmp_path / "core.jsonl"  # the rows as row_metrics="core" writes them
+    core.write_text("".join(json.dumps({**row, "metrics": {k: v for k, v in row["metrics"].items()
+                                                           if k in ("from_buffer", "learnability", "solved")}}) + "\n"
+                            for row in map(json.loads, results.read_text().splitlines())))
+    status, out, err = viewer(capsys, str(core), "--plot", str(tmp_path / "plots"))
+    assert status == 0, err
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["fig6_depth_learnability.png"]
+    assert 'no fig7_distinct_tasks.png: the rows carry no buffer metrics (run with row_metrics="all")' in err
+    assert "buffer after the last group" not in out

@@ -42,6 +42,35 @@ def test_finish_scores_the_group_and_fills_the_buffer() -> None:
     assert follow_up.kind == "improve" and follow_up.depth == 1 and follow_up.from_buffer
 
 
+class CountingBuffer(ExitBuffer):
+    """The real buffer, counting the calls for its metrics."""
+
+    metric_calls = 0
+
+    def metrics(self) -> dict[str, float]:
+        self.metric_calls += 1
+        return super().metrics()
+
+
+@pytest.mark.parametrize("row_metrics", ["core", "all"])
+def test_each_row_carries_the_core_metrics_and_with_all_the_step_group_and_buffer_ones(row_metrics: str) -> None:
+    config = ExitConfig(min_buffer_size=1, select_prob=1.0, divergence_prob=0.0, row_metrics=row_metrics).resolved()
+    buffer = CountingBuffer(config.buffer_size, config.kappa, config.seed)
+    loop = ExitLoop(config, buffer)
+    loop.finish(loop.plan(TASK), rollouts(True, False))
+    plan = loop.plan(TASK)
+    report = loop.finish(plan, rollouts(True, False, False, False))
+    core = [{"from_buffer": 1.0, "learnability": pytest.approx(0.1875), "solved": flag}
+            for flag in (1.0, 0.0, 0.0, 0.0)]
+    if row_metrics == "core":
+        assert list(report.metrics) == core and buffer.metric_calls == 0  # the store is not asked per group
+        return
+    step = {"improve_step": 1.0, "diverge_step": 0.0, "depth": 1.0, "prev_correct": float(plan.prev_correct),
+            "group_accuracy": 0.25, **buffer.metrics()}  # the buffer's metrics after the group
+    assert list(report.metrics) == [{**row, **step} for row in core] and buffer.metric_calls == 3
+    assert step["buffer_step"] == 2.0
+
+
 def test_the_plan_built_from_an_instance_carries_its_lineage_into_the_group() -> None:
     loop = loop_with(min_buffer_size=1, select_prob=1.0, divergence_prob=0.0)
     loop.finish(loop.plan(TASK), rollouts(False, True))
