@@ -1,11 +1,11 @@
 """Reward functions of the classic self-improve rubric.
 
-verifiers passes arguments by name (``completion``, ``answer``, ``info``,
-``parser``, ``state``, ``states``...). Each response is parsed and checked
-once per rollout (``rollout_check``, kept in the rollout's state), off the
-event loop when the check needs the symbolic fallback; every function here
-reads that check and returns a number per rollout (the format: a list, one
-call per group), and never touches the buffer.
+verifiers passes arguments by name (``completions``, ``answers``, ``infos``,
+``parser``, ``states``...). Each response is parsed and checked once per
+rollout (``rollout_check``, kept in the rollout's state), off the event loop
+when the check needs the symbolic fallback; both functions here are called
+once per group, read those checks and return a list, one number per rollout,
+and never touch the buffer.
 
 Step returns: a base step, and a self-iteration step under
 ``iteration_reward="correctness"`` (the paper's math setting, App. A.2),
@@ -16,6 +16,7 @@ shares live in that module, which imports no verifiers).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -40,15 +41,28 @@ async def rollout_check(state: vf.State, parser: vf.Parser, completion: vf.Messa
                                                      keep_response=True)
 
 
-def make_correct_answer(iteration_reward: IterationReward) -> vf.RewardFunc:
-    """The weight-1 step return, configured for the chosen iteration reward."""
+async def group_checks(parser: vf.Parser, completions: list[vf.Messages], answers: list[str],
+                       states: list[vf.State]) -> list[CheckRecord]:
+    """Each rollout's one check; those not yet run go together (a symbolic check each off the event
+    loop, so a group's slow checks overlap)."""
+    cached = [cached_check(state) for state in states]
+    rows = zip(states, completions, answers, cached, strict=True)
+    fresh = iter(await asyncio.gather(*(rollout_check(state, parser, completion, answer)
+                                        for state, completion, answer, check in rows if check is None)))
+    return [check if check is not None else next(fresh) for check in cached]
 
-    async def correct_answer(parser: vf.Parser, completion: vf.Messages, answer: str, info: dict[str, Any],
-                             state: vf.State) -> float:
-        solved = float((await rollout_check(state, parser, completion, answer)).correct)
-        if iteration_reward == "improvement" and info.get("step", "base") != "base":
-            return improvement_reward(solved, float(info["prev_correct"]))
-        return solved
+
+def make_correct_answer(iteration_reward: IterationReward) -> vf.GroupRewardFunc:
+    """The weight-1 step return, configured for the chosen iteration reward; one call per group."""
+
+    async def correct_answer(parser: vf.Parser, completions: list[vf.Messages], answers: list[str],
+                             infos: list[dict[str, Any]], states: list[vf.State]) -> list[float]:
+        returns = []
+        for check, info in zip(await group_checks(parser, completions, answers, states), infos, strict=True):
+            solved = float(check.correct)
+            improving = iteration_reward == "improvement" and info.get("step", "base") != "base"
+            returns.append(improvement_reward(solved, float(info["prev_correct"])) if improving else solved)
+        return returns
 
     return correct_answer
 
@@ -56,23 +70,18 @@ def make_correct_answer(iteration_reward: IterationReward) -> vf.RewardFunc:
 async def format_reward(parser: vf.Parser, completions: list[vf.Messages], answers: list[str],
                         states: list[vf.State]) -> list[float]:
     """1 for each rollout of the group whose response closes a ``\\boxed{}`` answer, read from the
-    rollout's one check (which has already looked for it).
-
-    One call per group (verifiers calls a function with a ``states`` argument once for the whole
-    group): called per rollout, verifiers' task and argument set-up for it cost 40 times what it
-    does, 1.2 million instructions a group (``scripts/bench_instructions.py``).
-    """
-    return [float((await rollout_check(state, parser, completion, answer)).boxed)
-            for state, completion, answer in zip(states, completions, answers, strict=True)]
+    rollout's one check (which has already looked for it)."""
+    return [float(check.boxed) for check in await group_checks(parser, completions, answers, states)]
 
 
 def build_rubric(parser: vf.Parser, iteration_reward: IterationReward, format_weight: float) -> vf.Rubric:
     """Rubric: step return (weight 1) and format (``format_weight``).
 
-    Metrics that the hook already knows (step kind, depth, the group's accuracy...) are
-    written by the ExIt hook instead of by more rubric functions: verifiers runs each
-    per-rollout function as one task per rollout (``scripts/bench_overhead.py`` measures the
-    rubric), and the format is scored once per group.
+    Both are group functions (they take ``states``), so verifiers calls each once per group: it
+    runs a per-rollout function as one task per rollout and builds its arguments each time, which
+    cost the format reward 1.2 million instructions a group (``scripts/bench_instructions.py``),
+    40 times what the function does; the environment requires whole groups anyway. Metrics that
+    the hook already knows (step kind, depth...) are written by the hook, not by more functions.
     """
     rubric = vf.Rubric(parser=parser)
     rubric.add_reward_func(with_signature(make_correct_answer(iteration_reward)), weight=1.0)

@@ -40,16 +40,19 @@ def test_reward_functions_are_inspected_once_and_show_verifiers_their_own_parame
         assert list(inspect.signature(func).parameters) == list(func.__code__.co_varnames[:func.__code__.co_argcount])
 
 
-def test_the_format_is_scored_once_per_group_from_each_rollouts_one_check(checked_texts: list[str]) -> None:
+def test_the_step_return_and_format_are_scored_once_per_group_from_each_rollouts_one_check(
+        checked_texts: list[str]) -> None:
     env = load_environment(num_eval_examples=2, num_train_examples=2, format_weight=0.5)
     texts = ["so \\boxed{5}.", "\\boxed{6}", "5", "\\boxed{5"]
     states = [vf.State(input={"prompt": [], "answer": "5", "info": {"step": "base"}, "example_id": 0},
                        completion=[{"role": "assistant", "content": text}], trajectory=[]) for text in texts]
     asyncio.run(env.rubric.score_group(states))  # verifiers' own scoring: the step return first, then the format
     assert checked_texts == texts  # one check per rollout, which the format reads
+    assert [state["metrics"]["correct_answer"] for state in states] == [1.0, 0.0, 0.0, 0.0]
     assert [state["metrics"]["format_reward"] for state in states] == [1.0, 1.0, 0.0, 0.0]
     assert [state["reward"] for state in states] == [1.5, 0.5, 0.0, 0.0]
-    assert env.rubric.has_group_rewards  # one call for the group (verifiers: a function taking ``states``)
+    ours = [func for func in env.rubric.rubrics[0].funcs]  # the self-improve rubric (the second is the monitor)
+    assert [list(inspect.signature(func).parameters)[-1] for func in ours] == ["states", "states"]  # group calls
 
 
 def test_rows_carry_prompt_gold_number_and_task_identity() -> None:
