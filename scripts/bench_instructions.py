@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -37,12 +36,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "scripts" / "bench_envs"), str(REPO / "scripts")]
 
 import bench_in_process as in_process  # noqa: E402
-from bench_processes import bench_processes  # noqa: E402
+from bench_processes import CHILD_ENV, bench_processes, read_log  # noqa: E402
 
 CONCURRENCY: int = 8
 """Groups in flight, as section 2 runs them (vf-eval -c 64 with -r 8)."""
 
-_COLLECTED = re.compile(r"Collected : (\d+)")
 
 
 def _plain() -> Any:
@@ -88,8 +86,6 @@ def child(arm: str, groups: int) -> None:
         asyncio.run(run())
 
 
-CHILD_ENV: dict[str, str] = {"PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-"""A fixed hash seed, and no BLAS thread pool: its idle threads spin, which callgrind would count."""
 
 
 def counted(jobs: list[tuple[str, int]], folder: Path) -> list[int]:
@@ -104,10 +100,7 @@ def counted(jobs: list[tuple[str, int]], folder: Path) -> list[int]:
     for process, log in running:
         if process.wait() != 0:
             raise RuntimeError(f"callgrind run failed (exit {process.returncode}):\n{log.read_text()[-3000:]}")
-        found = _COLLECTED.search(log.read_text())
-        if found is None:
-            raise RuntimeError(f"no instruction count in {log}:\n{log.read_text()[-3000:]}")
-        counts.append(int(found.group(1)))
+        counts.append(int(read_log(log)["count"]))
     return counts
 
 

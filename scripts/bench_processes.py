@@ -44,7 +44,8 @@ ROLES: tuple[str, ...] = ("vf-eval (client)", "env server (router)", "env worker
 """Each counted process's part; "other" is multiprocessing's resource tracker and vf-eval's git calls."""
 
 CHILD_ENV: dict[str, str] = {"PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-"""As section 2b: a fixed hash seed, and no BLAS thread pool whose idle threads callgrind would count."""
+"""Every counted process's (sections 2b and 2c): a fixed hash seed, and no BLAS thread pool, whose
+idle threads spin, which callgrind would count."""
 
 _LOG = {key: re.compile(pattern, re.MULTILINE) for key, pattern in
         {"pid": r"^==(\d+)== Callgrind", "parent": r"Parent PID: (\d+)", "command": r"Command: (.*)",
@@ -55,7 +56,7 @@ def _job(env: str, groups: int) -> Job:
     return Job(ENVS[env][1], groups, 8, 64, ENVS[env][2])
 
 
-def _finished(log: Path, wait_s: float = 120.0) -> dict[str, str]:
+def read_log(log: Path, wait_s: float = 120.0) -> dict[str, str]:
     """pid, parent, command and count of one process's callgrind log, once it is complete: a child
     (multiprocessing's resource tracker) may still be writing its log when vf-eval has exited."""
     deadline = time.monotonic() + wait_s
@@ -72,7 +73,7 @@ def _finished(log: Path, wait_s: float = 120.0) -> dict[str, str]:
 def by_role(folder: Path) -> dict[str, int]:
     """Instructions of each process of one traced run, by its part (read from valgrind's logs:
     vf-eval is the process named so, the router its spawned child, the worker the router's)."""
-    processes = [_finished(log) for log in folder.glob("vg.*.log")]
+    processes = [read_log(log) for log in folder.glob("vg.*.log")]
     main = [p["pid"] for p in processes if "vf-eval" in p["command"].split(" ")[0]]
     router = [p["pid"] for p in processes if p["parent"] in main and "spawn_main" in p["command"]]
     worker = [p["pid"] for p in processes if p["parent"] in router and "spawn_main" in p["command"]]

@@ -97,9 +97,10 @@ def show_run(config: ViewerConfig) -> None:
     groups = runlog.read_runs(list(config.sources))
     numbers = summary.run_summary(groups)
     if config.plot is not None:
-        for path in plots.plot_run(groups, config.plot, title_of(config)):
+        written = plots.plot_run(groups, config.plot, title_of(config))
+        for path in written:
             print(f"wrote {path}", file=sys.stderr)
-        if not any(group.buffer for group in groups):
+        if config.plot / plots.FIG7_FILE not in written:
             print(f"no {plots.FIG7_FILE}: the rows carry no buffer metrics (run with row_metrics=\"all\")",
                   file=sys.stderr)
     if config.csv is not None:
