@@ -57,8 +57,12 @@ class CheckRecord:
 
 
 def cached_check(holder: Mapping[str, Any]) -> CheckRecord | None:
-    """The check recorded in ``holder``, or None when the rollout has not been checked."""
-    raw = holder.get(CHECK_KEY)
+    """The check recorded in ``holder``, or None when the rollout has not been checked.
+
+    The record is the holder's own key, so a dict (verifiers' ``State`` among them) is read as a
+    plain dict: ``State.get`` is a Python call that forwards input fields and raises and catches
+    ``KeyError`` for a missing key, as it is before every check."""
+    raw = dict.get(holder, CHECK_KEY) if isinstance(holder, dict) else holder.get(CHECK_KEY)
     if raw is None:
         return None
     return CheckRecord(correct=bool(raw["correct"]), timed_out=bool(raw.get("timed_out", False)),

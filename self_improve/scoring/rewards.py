@@ -2,7 +2,7 @@
 
 verifiers passes arguments by name (``completions``, ``answers``, ``infos``,
 ``parser``, ``states``...). Each response is parsed and checked once per
-rollout (``rollout_check``, kept in the rollout's state), off the event loop
+rollout (``group_checks``, kept in the rollout's state), off the event loop
 when the check needs the symbolic fallback; both functions here are called
 once per group, read those checks and return a list, one number per rollout,
 and never touch the buffer.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import verifiers as vf
@@ -34,20 +35,15 @@ def response_text(parser: vf.Parser, completion: vf.Messages) -> str:
     return parser.parse_answer(completion) or ""
 
 
-async def rollout_check(state: vf.State, parser: vf.Parser, completion: vf.Messages, answer: str) -> CheckRecord:
-    """The rollout's one answer check, run once and kept in ``state`` (``scoring.response.record_check``,
-    with the checked text for ``hosts.classic.rollout_of``)."""
-    return cached_check(state) or await record_check(state, response_text(parser, completion or []), answer,
-                                                     keep_response=True)
-
-
 async def group_checks(parser: vf.Parser, completions: list[vf.Messages], answers: list[str],
                        states: list[vf.State]) -> list[CheckRecord]:
-    """Each rollout's one check; those not yet run go together (a symbolic check each off the event
-    loop, so a group's slow checks overlap)."""
+    """Each rollout's one answer check, run once and kept in its state (``scoring.response.record_check``,
+    with the checked text for ``hosts.classic.rollout_of``); those not yet run go together (a
+    symbolic check each off the event loop, so a group's slow checks overlap)."""
     cached = [cached_check(state) for state in states]
     rows = zip(states, completions, answers, cached, strict=True)
-    fresh = iter(await asyncio.gather(*(rollout_check(state, parser, completion, answer)
+    fresh = iter(await asyncio.gather(*(record_check(state, response_text(parser, completion or []), answer,
+                                                     keep_response=True)
                                         for state, completion, answer, check in rows if check is None)))
     return [check if check is not None else next(fresh) for check in cached]
 
@@ -83,10 +79,39 @@ def build_rubric(parser: vf.Parser, iteration_reward: IterationReward, format_we
     40 times what the function does; the environment requires whole groups anyway. Metrics that
     the hook already knows (step kind, depth...) are written by the hook, not by more functions.
     """
-    rubric = vf.Rubric(parser=parser)
+    rubric = GroupRubric(parser=parser)
     rubric.add_reward_func(with_signature(make_correct_answer(iteration_reward)), weight=1.0)
     rubric.add_reward_func(with_signature(format_reward), weight=format_weight)
     return rubric
+
+
+_GROUP_OBJECTS: ContextVar[list[Any] | None] = ContextVar("self_improve_group_objects", default=None)
+"""Inside ``GroupRubric.score_group``: [the group's states, their score objects], built once."""
+
+
+class GroupRubric(vf.Rubric):
+    """verifiers' ``Rubric``, building a group's score objects once for all its group functions.
+
+    verifiers builds them (``group_score_objects``: every rollout's ``score_objects``) for each
+    group function it calls; both functions here read the same objects of the same group and
+    change none of them. Outside ``score_group``, and in verifiers versions without
+    ``group_score_objects``, it is verifiers' own rubric.
+    """
+
+    async def score_group(self, states: list[vf.State], *args: Any, **kwargs: Any) -> Any:
+        token = _GROUP_OBJECTS.set([None, None])
+        try:
+            return await super().score_group(states, *args, **kwargs)
+        finally:
+            _GROUP_OBJECTS.reset(token)
+
+    def group_score_objects(self, states: list[vf.State]) -> dict[str, Any]:
+        shared = _GROUP_OBJECTS.get()
+        if shared is None:
+            return super().group_score_objects(states)
+        if shared[0] is not states:
+            shared[:] = [states, super().group_score_objects(states)]
+        return shared[1]
 
 
 def with_signature(func: Func) -> Func:

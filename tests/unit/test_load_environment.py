@@ -55,6 +55,35 @@ def test_the_step_return_and_format_are_scored_once_per_group_from_each_rollouts
     assert [list(inspect.signature(func).parameters)[-1] for func in ours] == ["states", "states"]  # group calls
 
 
+def test_groups_scored_at_once_each_build_their_score_objects_once_and_keep_their_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[int] = []
+    verifiers_own = vf.Rubric.group_score_objects
+
+    def counted(self: vf.Rubric, states: list[vf.State]) -> dict:
+        built.append(id(states))
+        return verifiers_own(self, states)
+
+    monkeypatch.setattr(vf.Rubric, "group_score_objects", counted)
+    env = load_environment(num_eval_examples=2, num_train_examples=2, format_weight=0.5)
+
+    def group(texts: list[str]) -> list[vf.State]:
+        return [vf.State(input={"prompt": [], "answer": "5", "info": {"step": "base"}, "example_id": 0},
+                         completion=[{"role": "assistant", "content": text}], trajectory=[]) for text in texts]
+
+    first, second = group(["\\boxed{5}", "5"]), group(["\\boxed{6}", "\\boxed{5}", "\\boxed{5"])
+
+    async def both() -> None:
+        await asyncio.gather(env.rubric.score_group(first), env.rubric.score_group(second))
+
+    asyncio.run(both())
+    assert sorted(built) == sorted([id(first), id(second)])  # once per group, for both functions
+    assert [state["reward"] for state in first] == [1.5, 0.0]
+    assert [state["reward"] for state in second] == [0.5, 1.5, 0.0]
+    ours = env.rubric.rubrics[0]
+    assert ours.group_score_objects(first) is not ours.group_score_objects(first)  # outside scoring: built each call
+
+
 def test_rows_carry_prompt_gold_number_and_task_identity() -> None:
     row = load_environment(num_eval_examples=3, num_train_examples=1).eval_dataset[0]
     assert row["prompt"][0]["role"] == "system" and row["prompt"][1]["content"] == row["info"]["question"]
