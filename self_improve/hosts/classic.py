@@ -43,13 +43,17 @@ def rewrite_input(row: vf.RolloutInput, plan: GroupPlan) -> vf.RolloutInput:
 
 
 def rewrite_inputs(rows: list[vf.RolloutInput], plan: GroupPlan) -> list[vf.RolloutInput]:
-    """``rewrite_input`` for each row of a group, the plan's prompt and step info built once: the
-    rows share the prompt's messages and, when they carry equal info (G copies of one row, as
-    verifiers sends a group), one parsed info; verifiers deep-copies both into each rollout's state."""
+    """``rewrite_input`` for each row of a group, the plan's prompt and step info built once.
+
+    The rows share the prompt's messages, which verifiers deep-copies into each rollout's state.
+    The info goes as JSON text, shared by the rows that carry equal info (G copies of one row, as
+    verifiers sends a group): every classic verifiers parses text info into each rollout's own
+    dict (``init_state``), which costs less than deep-copying a dict key by key (the step's four
+    keys on every rollout: docs/benchmarks.md)."""
     messages, step, first = plan.messages(), plan.info(), rows[0].get("info")
-    shared = {**_info_dict(first), **step}
+    shared = json.dumps({**_info_dict(first), **step})
     return [{**row, "prompt": messages, "answer": plan.task.answer,  # type: ignore[misc]
-             "info": shared if row.get("info") == first else {**_info_dict(row.get("info")), **step}}
+             "info": shared if row.get("info") == first else json.dumps({**_info_dict(row.get("info")), **step})}
             for row in rows]
 
 

@@ -235,6 +235,7 @@ def test_rewrite_inputs_builds_the_prompt_and_the_info_of_equal_rows_once() -> N
     for plan in (GroupPlan("base", task), GroupPlan("improve", task, parent)):
         rewritten = rewrite_inputs(rows, plan)
         assert rewritten == [rewrite_input(row, plan) for row in rows]
-        assert rewritten[0]["info"] is rewritten[1]["info"]  # parsed once (verifiers deep-copies each input)
-        assert rewritten[3]["info"] == {**rows[3]["info"], **plan.info()}  # a row of its own keeps its own
-        assert rewritten[0]["info"]["parent_id"] == (7 if plan.instance else None)
+        assert rewritten[0]["info"] is rewritten[1]["info"]  # built once: JSON text, which verifiers parses per rollout
+        assert json.loads(rewritten[3]["info"]) == {**rows[3]["info"], **plan.info()}  # a row of its own keeps its own
+        assert json.loads(rewritten[0]["info"]) == {"task_id": "train-3", "question": task.question, **plan.info()}
+        assert json.loads(rewritten[0]["info"])["parent_id"] == (7 if plan.instance else None)
