@@ -94,14 +94,14 @@ class GroupRubric(vf.Rubric):
 
     verifiers builds them (``group_score_objects``: every rollout's ``score_objects``) for each
     group function it calls; both functions here read the same objects of the same group and
-    change none of them. Outside ``score_group``, and in verifiers versions without
-    ``group_score_objects``, it is verifiers' own rubric.
+    change none of them (every classic verifiers, 0.1.14 to 0.3.0, has both methods). Outside
+    ``score_group`` it is verifiers' own rubric.
     """
 
-    async def score_group(self, states: list[vf.State], *args: Any, **kwargs: Any) -> Any:
+    async def score_group(self, states: list[vf.State]) -> None:
         token = _GROUP_OBJECTS.set([None, None])
         try:
-            return await super().score_group(states, *args, **kwargs)
+            await super().score_group(states)
         finally:
             _GROUP_OBJECTS.reset(token)
 

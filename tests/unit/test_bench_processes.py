@@ -34,7 +34,7 @@ def test_processes_are_told_apart_by_their_parents_and_the_rest_is_other(tmp_pat
 
 def test_a_log_without_its_count_is_named_once_the_wait_runs_out(tmp_path: Path) -> None:
     write_log(tmp_path, 100, 1, "/venv/bin/vf-eval plain_gsm8k", None)
-    with pytest.raises(RuntimeError, match=r"vg\.100\.log: no instruction count after 0 s"):
+    with pytest.raises(bench_processes.IncompleteLog, match=r"vg\.100\.log: no instruction count after 0 s"):
         bench_processes.read_log(tmp_path / "vg.100.log", wait_s=0.0)
 
 
