@@ -118,8 +118,9 @@ def bench_processes(groups: int) -> list[str]:
     with tempfile.TemporaryDirectory() as name, ThreadPoolExecutor(2) as pool:
 
         def count(index: int) -> dict[str, int]:
-            """One run's counts; once more if a process left no count (seen once: a spawned child in
-            the (a) run of 220 questions, most likely killed at vf-eval's shutdown under callgrind)."""
+            """One run's counts; once more if a process left no count (seen three times on 2026-12-06: a
+            spawned child of the (a) run of 220 questions, then of both runs of 20, most likely killed
+            at vf-eval's shutdown, which is slow under callgrind)."""
             env, n = runs[index]
             try:
                 return traced(env, n, cpus[index % len(cpus)], Path(name) / f"{env}-{n}")
